@@ -1,0 +1,1 @@
+"""srlm-lite command line (click + rich); thin wrappers over the library."""

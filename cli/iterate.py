@@ -1,0 +1,79 @@
+"""`srlm-lite iterate`: the whole self-rewarding loop on the embedded default model (or --model)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from srlm_lite.config import ConfigError, load
+from srlm_lite.models import UnsupportedModelError
+
+from .ui import err, out, print_json_last, progress_hooks, summary_table
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML config file.")
+@click.option("--model", type=click.Path(), help="GGUF model (llama architecture; Q4_0/Q4_1/Q8_0/F16/F32). "
+              "Default: the embedded SmolLM2-135M-Instruct Q4_1.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory. Default: runs/<timestamp>.")
+@click.option("--iterations", type=int, help="Self-rewarding iterations. [default: 3]")
+@click.option("--prompts", type=int, help="New prompts kept per iteration. [default: 64]")
+@click.option("--samples", type=int, help="Candidate responses per prompt (N). [default: 4]")
+@click.option("--judge-samples", type=int, help="Judgments per response, averaged (J). [default: 3]")
+@click.option("--judge-mode", type=click.Choice(["forced", "sampled"]),
+              help="forced: when the judge writes no 'Score: X', read the expected score from its digit "
+                   "distribution after 'Score: ' (always scores); sampled: free-text verdicts only (paper). "
+                   "[default: forced]")
+@click.option("--max-tokens", type=int, help="Token limit of one candidate response. [default: 160]")
+@click.option("--epochs", type=int, help="DPO passes over each iteration's pairs. [default: 2]")
+@click.option("--learning-rate", type=float, help="LoRA learning rate. [default: 5e-5]")
+@click.option("--seed", type=int, help="Run seed. [default: 0]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_samples, judge_mode, max_tokens, epochs,
+            learning_rate, seed, resume, as_json):
+    """Run the self-rewarding loop: self-instruct -> N candidates -> LLM-as-a-Judge -> pairs -> DPO, K times."""
+    from srlm_lite.loop import iterate as run_loop
+
+    overrides = {
+        "model.path": model, "iterations": iterations, "instructions.num_prompts": prompts,
+        "responses.samples": samples, "judge.judge_samples": judge_samples, "judge.mode": judge_mode,
+        "responses.max_tokens": max_tokens, "train.epochs": epochs, "train.learning_rate": learning_rate,
+        "seed": seed,
+    }
+    try:
+        config = load(config_file, overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if resume and not out_dir:
+        raise click.UsageError("--resume needs --out DIR (the run to continue)")
+    if resume and not config_file and (Path(out_dir) / "config.toml").exists():
+        config = load(Path(out_dir) / "config.toml", overrides)
+    out_path = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    err.print(f"[bold]srlm-lite iterate[/bold] -> {out_path}  ({config.iterations} iterations, "
+              f"{config.instructions.num_prompts} prompts x {config.responses.samples} samples x "
+              f"{config.judge.judge_samples} judgments)")
+    started = time.perf_counter()
+    try:
+        with progress_hooks() as hooks:
+            result = run_loop(config, out_path, resume=resume, hooks=hooks)
+    except (FileExistsError, FileNotFoundError, UnsupportedModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    err.print(summary_table(result["iterations"]))
+    err.print(judge_caveat(result["iterations"]))
+    err.print(f"run directory: {out_path}   total {result['seconds'] / 60:.1f} min")
+    if as_json:
+        print_json_last(result)
+    else:
+        out.print(f"adapter of the final model: {result['iterations'][-1]['adapter_gguf']}")
+
+
+def judge_caveat(iterations: list[dict]) -> str:
+    """Honest reading of the judge's figures, printed with every summary."""
+    parse = min(it["parse_rate"] for it in iterations)
+    return (f"[yellow]Judge: {parse:.0%} of verdicts (lowest iteration) wrote a parseable 'Score: X'; the rest were "
+            "read from the digit distribution after a forced 'Score: '. A 135M judge ranks labelled pairs near chance "
+            "(see `srlm-lite doctor` and the README): treat score gaps as weak signal.[/yellow]")

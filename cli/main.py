@@ -1,0 +1,26 @@
+"""The `srlm-lite` command group; each command lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from srlm_lite import __version__
+from .doctor import doctor
+from .iterate import iterate
+from .stages import STAGE_COMMANDS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="srlm-lite")
+def cli() -> None:
+    """Self-Rewarding Language Models on a laptop: self-instruct, self-judge, DPO, iterate - offline."""
+
+
+cli.add_command(iterate)
+cli.add_command(doctor)
+for command in STAGE_COMMANDS:
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()

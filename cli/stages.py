@@ -1,0 +1,37 @@
+"""One command per stage (`instructions`, `responses`, `judge`, `pairs`, `train`) on an existing run directory."""
+
+from __future__ import annotations
+
+import click
+
+from .ui import err, print_json_last, progress_hooks
+
+
+def _stage_command(stage: str, help_text: str) -> click.Command:
+    @click.command(name=stage, help=help_text)
+    @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="Run directory made by `srlm-lite iterate` (its config.toml is used).")
+    @click.option("--iteration", type=int, default=1, show_default=True, help="Iteration t (M_t samples and judges).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the stage's stats as one JSON line.")
+    def command(run_dir, iteration, as_json):
+        from srlm_lite.loop import run_stage, stage_context
+
+        try:
+            with progress_hooks() as hooks:
+                stats = run_stage(stage_context(run_dir, iteration, hooks), stage)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        err.print(stats)
+        if as_json:
+            print_json_last(stats)
+
+    return command
+
+
+STAGE_COMMANDS = [
+    _stage_command("instructions", "Stage 1: M_t writes new prompts few-shot from the seed pool (dedup + filters)."),
+    _stage_command("responses", "Stage 2: N candidate responses per kept prompt."),
+    _stage_command("judge", "Stage 3: J rubric judgments per response, averaged."),
+    _stage_command("pairs", "Stage 4: best vs worst candidate per prompt (ties dropped) -> pairs.jsonl."),
+    _stage_command("train", "Stage 5: DPO with a LoRA in MLX (reference = M_t), saved and exported for llama.cpp."),
+]

@@ -1,0 +1,1 @@
+"""Inference engines: llama.cpp samples and judges."""

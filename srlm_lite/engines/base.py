@@ -1,0 +1,30 @@
+"""The small protocol every sampling/judging engine implements, and its result type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" (ended on its own or at a stop string) or "length" (hit max_tokens)
+
+
+class Engine(Protocol):
+    """Raw-text completion plus next-token log-probabilities; chat templating lives in `chat_prompt`."""
+
+    model_id: str
+
+    def chat_prompt(self, user: str) -> str:
+        """The templated text of a single user turn, ending with the assistant's generation prompt."""
+
+    def complete(
+        self, prompt: str, *, max_tokens: int, temperature: float, top_p: float, seed: int, stop: Sequence[str] = ()
+    ) -> Completion:
+        """Sample a continuation of the raw text `prompt`."""
+
+    def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+        """Log-probabilities of each single-token candidate string as the next token after `prompt`."""

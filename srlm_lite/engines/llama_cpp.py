@@ -1,0 +1,152 @@
+"""llama.cpp engine (llama-cpp-python): sampling, next-token log-probs with KV prefix reuse, LoRA adapters."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..chat import ChatTokenizer
+from .base import Completion
+
+
+def llama_has_amx() -> bool:
+    """True when llama.cpp's CPU backend was built with its AMX kernels."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextlib.contextmanager
+def _extra_buffers_off():
+    """llama-cpp-python has no flag for llama.cpp's extra (AMX / repacked) weight buffers: switch them off at load.
+
+    On this project's x86_64 machine the AMX kernels segfault in llama_decode on any batch of more than one
+    token (llama.cpp issue #20824); without them it runs at full speed.
+    """
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_model_default_params
+
+    def patched():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = original
+
+
+def load_llama(
+    model_path: str | Path,
+    *,
+    lora_path: str | Path | None = None,
+    n_ctx: int = 2048,
+    n_threads: int = 0,
+    n_batch: int = 512,
+    logits_all: bool = False,
+    seed: int = 0,
+):
+    """A llama_cpp.Llama with every default that hurts set explicitly (context, threads, seed, logging).
+
+    On CPUs with AMX the extra buffer types are off (see `_extra_buffers_off`); SRLM_LLAMA_EXTRA_BUFTS=1 keeps them.
+    """
+    from llama_cpp import Llama
+
+    threads = n_threads or os.cpu_count() or 1
+    keep = os.environ.get("SRLM_LLAMA_EXTRA_BUFTS", "") == "1"
+    guard = _extra_buffers_off() if (llama_has_amx() and not keep) else contextlib.nullcontext()
+    with guard:
+        return Llama(
+            model_path=str(model_path),
+            lora_path=str(lora_path) if lora_path else None,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=logits_all,
+            seed=seed,
+            verbose=False,
+        )
+
+
+class LlamaCppEngine:
+    """Samples and scores with one llama.cpp model (optionally with a GGUF LoRA adapter applied at run time)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        lora_path: str | Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int = 0,
+        n_batch: int = 512,
+    ):
+        self.model_path = Path(model_path)
+        self.lora_path = Path(lora_path) if lora_path else None
+        self.llm = load_llama(model_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
+        self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
+
+    def chat_prompt(self, user: str) -> str:
+        return self.tokenizer.prompt_text(user)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def complete(
+        self, prompt: str, *, max_tokens: int, temperature: float, top_p: float, seed: int, stop: Sequence[str] = ()
+    ) -> Completion:
+        tokens = self.encode(prompt)
+        budget = self.llm.n_ctx() - len(tokens)
+        if budget < 1:
+            raise ValueError(f"prompt of {len(tokens)} tokens does not fit the context of {self.llm.n_ctx()}")
+        out = self.llm.create_completion(
+            prompt=tokens,
+            max_tokens=min(max_tokens, budget),
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            seed=seed,
+            stop=[self.tokenizer.eos_token, *stop],
+        )
+        choice = out["choices"][0]
+        finish = "length" if choice["finish_reason"] == "length" else "stop"
+        return Completion(text=choice["text"], n_tokens=out["usage"]["completion_tokens"], finish_reason=finish)
+
+    def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+        ids = {c: self._single_token(c) for c in candidates}
+        logprobs = self._last_logprobs(self.encode(prompt))
+        return {c: float(logprobs[i]) for c, i in ids.items()}
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, special=False, add_bos=False)
+        if len(ids) != 1:
+            raise ValueError(f"{text!r} is {len(ids)} tokens in this vocabulary; a score candidate must be one")
+        return ids[0]
+
+    def _last_logprobs(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate `tokens`, reusing the KV cache of the longest prefix already evaluated; log-softmax of the last."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        prefix = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(tokens) - 1)  # always decode at least one token, so the logits are fresh
+        llm.n_tokens = prefix
+        llm.eval(tokens[prefix:])
+        llm._requires_eval = True  # our decode may leave logits the sampler must not take as its own
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        logits -= logits.max()
+        return logits - np.log(np.exp(logits).sum())

@@ -1,0 +1,83 @@
+"""Stage 4 math: preference pairs from judged candidates (pure): best vs worst mean score, ties dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    text: str
+    score: float | None
+
+
+@dataclass(frozen=True)
+class Pair:
+    chosen: Candidate
+    rejected: Candidate
+
+
+def select_pair(candidates: list[Candidate], min_gap: float = 0.0) -> tuple[Pair | None, str]:
+    """Chosen = highest mean score, rejected = lowest; (None, reason) when no pair can be made.
+
+    Unscored candidates are dropped (never treated as the minimum). Ties for the top or bottom break
+    to the first candidate in order; a prompt whose best and worst scores are equal (or closer than
+    `min_gap`) gives no pair.
+    """
+    scored = [c for c in candidates if c.score is not None]
+    if len(scored) < 2:
+        return None, "too_few_scored"
+    best = max(scored, key=lambda c: c.score)
+    worst = min(scored, key=lambda c: c.score)
+    gap = best.score - worst.score
+    if gap <= 0:
+        return None, "tie"
+    if gap < min_gap:
+        return None, "gap_below_min"
+    return Pair(chosen=best, rejected=worst), "ok"
+
+
+FILE = "pairs.jsonl"
+
+
+def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0.0) -> tuple[list[dict], dict]:
+    """Pair records (TRL's `prompt`/`chosen`/`rejected` plus scores and ids) and the count of each outcome."""
+    scores = {j["id"]: j["score"] for j in judgments}
+    by_prompt: dict[str, list[dict]] = {}
+    for r in responses:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    records, outcomes = [], {}
+    for prompt_id, group in by_prompt.items():
+        candidates = [Candidate(r["id"], r["response"], scores.get(r["id"])) for r in group]
+        pair, outcome = select_pair(candidates, min_gap)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if pair is None:
+            continue
+        finished = {r["id"]: r["finish_reason"] == "stop" for r in group}
+        records.append({
+            "id": prompt_id,
+            "prompt": group[0]["prompt"],
+            "chosen": pair.chosen.text,
+            "rejected": pair.rejected.text,
+            "score_chosen": pair.chosen.score,
+            "score_rejected": pair.rejected.score,
+            "chosen_id": pair.chosen.id,
+            "rejected_id": pair.rejected.id,
+            "chosen_finished": finished[pair.chosen.id],
+            "rejected_finished": finished[pair.rejected.id],
+        })
+    return records, outcomes
+
+
+def summarize(records: list[dict], outcomes: dict) -> dict:
+    n = len(records)
+    mean = lambda key: round(sum(r[key] for r in records) / n, 4) if n else None  # noqa: E731
+    return {
+        "pairs": n,
+        "outcomes": outcomes,
+        "mean_score_chosen": mean("score_chosen"),
+        "mean_score_rejected": mean("score_rejected"),
+        "mean_chars_chosen": round(sum(len(r["chosen"]) for r in records) / n, 1) if n else None,
+        "mean_chars_rejected": round(sum(len(r["rejected"]) for r in records) / n, 1) if n else None,
+    }

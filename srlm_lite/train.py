@@ -1,0 +1,206 @@
+"""Stage 5, DPO: train M_{t+1} from M_t with a LoRA in MLX; reference = M_t, its log-probs cached once."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .blas import ensure_fast_blas
+
+ensure_fast_blas()
+
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+import mlx.optimizers as optim  # noqa: E402
+
+from .chat import ChatTokenizer  # noqa: E402
+from .config import TrainConfig  # noqa: E402
+from .dpo import dpo_loss  # noqa: E402
+from .runs import StageFile, derive_seed, write_json_atomic  # noqa: E402
+
+REFERENCE_FILE = "reference_logps.jsonl"
+LOG_FILE = "train_log.jsonl"
+ADAPTER_DIR = "adapter"
+GGUF_ADAPTER = "adapter.gguf"
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    id: str
+    chosen: list[int]
+    rejected: list[int]
+    chosen_prompt_len: int
+    rejected_prompt_len: int
+
+    @property
+    def length(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+    @property
+    def response_tokens(self) -> int:
+        return len(self.chosen) - self.chosen_prompt_len + len(self.rejected) - self.rejected_prompt_len
+
+
+def tokenize_pairs(pairs: list[dict], tokenizer: ChatTokenizer, max_length: int) -> tuple[list[TokenizedPair], int]:
+    """Token ids of prompt+chosen and prompt+rejected, exactly as sampled (same template and vocabulary).
+
+    Responses are cut at `max_length`; a pair whose prompt leaves fewer than 8 response tokens is skipped.
+    Returns the pairs and how many were skipped.
+    """
+    out, skipped = [], 0
+    for pair in pairs:
+        chosen, c_len = tokenizer.sequence(pair["prompt"], pair["chosen"], pair.get("chosen_finished", True))
+        rejected, r_len = tokenizer.sequence(pair["prompt"], pair["rejected"], pair.get("rejected_finished", True))
+        if max(c_len, r_len) > max_length - 8:
+            skipped += 1
+            continue
+        out.append(TokenizedPair(pair["id"], chosen[:max_length], rejected[:max_length], c_len, r_len))
+    return out, skipped
+
+
+def sequence_logps(model, tokens: mx.array, prompt_lens: mx.array, lengths: mx.array) -> mx.array:
+    """Sum of log p(token) over response tokens only (prompt and padding masked), one value per row."""
+    logits = model(tokens[:, :-1]).astype(mx.float32)
+    targets = tokens[:, 1:]
+    token_logps = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1) - mx.logsumexp(logits, axis=-1)
+    positions = mx.arange(targets.shape[1])[None, :]
+    mask = (positions >= prompt_lens[:, None] - 1) & (positions < lengths[:, None] - 1)
+    return (token_logps * mask).sum(axis=1)
+
+
+def make_batches(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:
+    """Length-bucketed batches: pairs sorted by length, so padding within a batch stays small."""
+    ordered = sorted(pairs, key=lambda p: p.length)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def collate(batch: list[TokenizedPair], pad_id: int) -> tuple[mx.array, mx.array, mx.array]:
+    """Rows: the batch's chosen sequences, then its rejected ones, right-padded."""
+    rows = [p.chosen for p in batch] + [p.rejected for p in batch]
+    prompt_lens = [p.chosen_prompt_len for p in batch] + [p.rejected_prompt_len for p in batch]
+    width = max(len(r) for r in rows)
+    padded = [r + [pad_id] * (width - len(r)) for r in rows]
+    return mx.array(padded, dtype=mx.int32), mx.array(prompt_lens), mx.array([len(r) for r in rows])
+
+
+def batch_logps(model, batch: list[TokenizedPair], pad_id: int) -> tuple[mx.array, mx.array]:
+    tokens, prompt_lens, lengths = collate(batch, pad_id)
+    logps = sequence_logps(model, tokens, prompt_lens, lengths)
+    return logps[: len(batch)], logps[len(batch) :]
+
+
+def reference_logps(model, pairs: list[TokenizedPair], out_dir: Path, batch_size: int, pad_id: int,
+                    progress=None) -> dict[str, tuple[float, float]]:
+    """log pi_ref(chosen), log pi_ref(rejected) per pair, computed once with M_t and stored beside the pairs."""
+    stage = StageFile(out_dir / REFERENCE_FILE)
+    done = stage.resume()
+    todo = [p for p in pairs if p.id not in done]
+    for index, batch in enumerate(make_batches(todo, batch_size)):
+        chosen, rejected = batch_logps(model, batch, pad_id)
+        mx.eval(chosen, rejected)
+        for pair, c, r in zip(batch, chosen.tolist(), rejected.tolist()):
+            stage.append({"id": pair.id, "reference_chosen_logps": c, "reference_rejected_logps": r})
+        if progress:
+            progress("reference", min((index + 1) * batch_size, len(todo)), len(todo))
+    records = stage.complete([p.id for p in pairs])
+    return {r["id"]: (r["reference_chosen_logps"], r["reference_rejected_logps"]) for r in records}
+
+
+def evaluate(model, pairs, reference, batch_size: int, pad_id: int, beta: float) -> dict:
+    """DPO loss and TRL metrics of the current policy over all pairs (no gradient)."""
+    totals: dict[str, float] = {}
+    for batch in make_batches(pairs, batch_size):
+        loss, metrics = _batch_loss(model, batch, reference, pad_id, beta)
+        for key, value in {"loss": loss, **metrics}.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * len(batch)
+    return {key: value / len(pairs) for key, value in totals.items()}
+
+
+def _batch_loss(model, batch, reference, pad_id, beta):
+    chosen, rejected = batch_logps(model, batch, pad_id)
+    ref_c = mx.array([reference[p.id][0] for p in batch])
+    ref_r = mx.array([reference[p.id][1] for p in batch])
+    return dpo_loss(chosen, rejected, ref_c, ref_r, beta)
+
+
+def train_dpo(model, pairs: list[TokenizedPair], reference: dict, config: TrainConfig, out_dir: Path, *,
+              pad_id: int, seed: int, progress=None) -> list[dict]:
+    """The optimisation loop: Adam on the LoRA weights, one log record per step (TRL metric names)."""
+    log = StageFile(out_dir / LOG_FILE)
+    log.reset()
+    optimizer = optim.Adam(learning_rate=config.learning_rate)
+    loss_and_grad = nn.value_and_grad(model, lambda m, batch: _batch_loss(m, batch, reference, pad_id, config.beta))
+    batches = make_batches(pairs, config.batch_size)
+    total_steps = len(batches) * config.epochs
+    step, records = 0, []
+    for epoch in range(config.epochs):
+        order = list(range(len(batches)))
+        random.Random(derive_seed(seed, "epoch", epoch)).shuffle(order)
+        for index in order:
+            started = time.perf_counter()
+            batch = batches[index]
+            (loss, metrics), grads = loss_and_grad(model, batch)
+            optimizer.update(model, grads)
+            mx.eval(model.trainable_parameters(), optimizer.state, loss, metrics)
+            step += 1
+            record = {"id": f"step-{step}", "step": step, "epoch": epoch + (order.index(index) + 1) / len(order),
+                      "loss": float(loss), **{k: float(v) for k, v in metrics.items()},
+                      "learning_rate": config.learning_rate,
+                      "tokens": sum(len(p.chosen) + len(p.rejected) for p in batch),
+                      "seconds": round(time.perf_counter() - started, 3)}
+            log.append(record)
+            records.append(record)
+            if progress:
+                progress("train", step, total_steps)
+    log.complete()
+    return records
+
+
+def run(pairs: list[dict], out_dir: Path, config: TrainConfig, *, base_model: Path, init_adapter: Path | None,
+        run_seed: int, iteration: int, progress: Callable | None = None) -> dict:
+    """Stage 5 end to end: policy = M_t (base + previous adapter), reference log-probs, DPO, save, export GGUF."""
+    from .lora import attach_lora, export_gguf_lora, load_adapter, save_adapter
+    from .models import load_mlx_model
+
+    started = time.perf_counter()
+    adapter_dir = out_dir / ADAPTER_DIR
+    tokenizer = ChatTokenizer.from_gguf(base_model)
+    tokenized, skipped = tokenize_pairs(pairs, tokenizer, config.max_length)
+    if not tokenized:
+        raise RuntimeError("no preference pairs to train on: the judge gave every candidate of every prompt the "
+                           "same score, or none could be scored (see judgments.jsonl)")
+    mx.random.seed(derive_seed(run_seed, iteration, "lora"))
+    model = load_mlx_model(base_model, dequantize=config.dequantize)
+    if init_adapter:
+        lora_config = load_adapter(model, init_adapter)
+    else:
+        lora_config = attach_lora(model, rank=config.lora_rank, scale=config.lora_scale,
+                                  num_layers=config.lora_layers)
+    pad_id = tokenizer.eos_token_id
+    reference = reference_logps(model, tokenized, out_dir, config.batch_size * 2, pad_id, progress)
+    records = train_dpo(model, tokenized, reference, config, out_dir, pad_id=pad_id,
+                        seed=derive_seed(run_seed, iteration, "train"), progress=progress)
+    end = evaluate(model, tokenized, reference, config.batch_size * 2, pad_id, config.beta)
+    save_adapter(model, adapter_dir, lora_config)
+    export_gguf_lora(adapter_dir, adapter_dir / GGUF_ADAPTER)
+    seconds = time.perf_counter() - started
+    train_seconds = sum(r["seconds"] for r in records)
+    summary = {
+        "pairs_trained": len(tokenized),
+        "pairs_skipped": skipped,
+        "steps": len(records),
+        "loss_start": records[0]["loss"],
+        "accuracy_start": records[0]["rewards/accuracies"],
+        "loss_end": end["loss"],
+        "accuracy_end": end["rewards/accuracies"],
+        "margin_end": end["rewards/margins"],
+        "end_metrics": end,
+        "tokens_per_second": round(sum(r["tokens"] for r in records) / train_seconds, 1) if train_seconds else None,
+        "adapter": str(adapter_dir),
+        "seconds": round(seconds, 2),
+    }
+    write_json_atomic(out_dir / "train_summary.json", summary)
+    return summary

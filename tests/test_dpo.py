@@ -1,0 +1,59 @@
+"""The DPO loss against hand-computed values (design brief, section 4), and on a tiny model: ln 2, then falls."""
+
+import math
+
+import pytest
+
+from srlm_lite.blas import import_mlx
+
+mx = import_mlx()
+
+from srlm_lite.dpo import dpo_loss, log_sigmoid  # noqa: E402
+
+
+def _loss(pc, pr, rc, rr, beta=0.1):
+    loss, metrics = dpo_loss(mx.array(pc), mx.array(pr), mx.array(rc), mx.array(rr), beta)
+    return float(loss), {k: float(v) for k, v in metrics.items()}
+
+
+def test_policy_equal_to_reference_gives_ln2():
+    loss, m = _loss([-5.0, -7.5], [-6.0, -2.0], [-5.0, -7.5], [-6.0, -2.0])
+    assert loss == pytest.approx(0.693147, abs=1e-6)
+    assert m["rewards/chosen"] == 0.0 and m["rewards/rejected"] == 0.0
+    assert m["rewards/accuracies"] == 0.0  # a tie is not a win
+
+
+def test_chosen_margin_two_with_beta_point_one():
+    # margin 2 on the chosen side: -log sigmoid(0.2) = 0.598139
+    loss, m = _loss([-3.0], [-5.0], [-5.0], [-5.0])
+    assert loss == pytest.approx(0.598139, abs=1e-6)
+    assert m["rewards/margins"] == pytest.approx(0.2, abs=1e-6)
+
+
+def test_design_brief_example():
+    loss, m = _loss([-3.0], [-3.0], [-4.0], [-3.0])
+    assert loss == pytest.approx(0.644397, abs=1e-6)
+    assert m["rewards/chosen"] == pytest.approx(0.1, abs=1e-6)
+    assert m["rewards/rejected"] == pytest.approx(0.0, abs=1e-6)
+    assert m["rewards/accuracies"] == 1.0
+    assert m["logps/chosen"] == -3.0 and m["logps/rejected"] == -3.0
+
+
+def test_accuracy_is_per_pair_not_from_batch_means():
+    # pair 1: chosen reward +1.0 (win); pair 2: chosen -0.05 vs rejected 0 (loss). Batch means would say "win".
+    loss, m = _loss([0.0, -0.5], [0.0, 0.0], [-10.0, 0.0], [0.0, 0.0], beta=0.1)
+    assert m["rewards/accuracies"] == 0.5
+    expected = (-math.log(1 / (1 + math.exp(-1.0))) - math.log(1 / (1 + math.exp(0.05)))) / 2
+    assert loss == pytest.approx(expected, abs=1e-6)
+
+
+def test_log_sigmoid_is_stable_for_large_inputs():
+    values = log_sigmoid(mx.array([-100.0, 0.0, 100.0])).tolist()
+    assert values[0] == pytest.approx(-100.0, abs=1e-4)
+    assert values[1] == pytest.approx(-math.log(2), abs=1e-6)
+    assert values[2] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_gradient_pushes_chosen_up():
+    grad = mx.grad(lambda pc: dpo_loss(pc, mx.array([-4.0]), mx.array([-4.0]), mx.array([-4.0]), 0.1)[0])
+    assert float(grad(mx.array([-4.0]))[0]) == pytest.approx(-0.05, abs=1e-6)  # -beta * sigmoid(0) = -0.05

@@ -1,0 +1,47 @@
+"""Pair selection: best vs worst mean score, ties dropped, unscored candidates never the rejected one."""
+
+from srlm_lite.pairs import Candidate, build_pairs, select_pair
+
+
+def c(i, score):
+    return Candidate(id=f"r{i}", text=f"answer {i}", score=score)
+
+
+def test_highest_vs_lowest():
+    pair, reason = select_pair([c(0, 3.0), c(1, 4.5), c(2, 1.0), c(3, 2.0)])
+    assert reason == "ok" and pair.chosen.id == "r1" and pair.rejected.id == "r2"
+
+
+def test_all_equal_is_a_tie_and_gives_no_pair():
+    pair, reason = select_pair([c(0, 3.0), c(1, 3.0), c(2, 3.0)])
+    assert pair is None and reason == "tie"
+
+
+def test_unscored_is_dropped_not_treated_as_minimum():
+    pair, reason = select_pair([c(0, None), c(1, 4.0), c(2, 2.0), c(3, None)])
+    assert pair.rejected.id == "r2" and pair.chosen.id == "r1"
+    pair, reason = select_pair([c(0, None), c(1, 4.0), c(2, None)])
+    assert pair is None and reason == "too_few_scored"
+
+
+def test_min_gap():
+    pair, reason = select_pair([c(0, 3.0), c(1, 3.4)], min_gap=0.5)
+    assert pair is None and reason == "gap_below_min"
+    pair, _ = select_pair([c(0, 3.0), c(1, 3.6)], min_gap=0.5)
+    assert pair.chosen.id == "r1"
+
+
+def test_build_pairs_records_are_trl_shaped():
+    responses = [
+        {"id": f"p1-r{k}", "prompt_id": "p1", "prompt": "Q1", "response": f"a{k}", "finish_reason": "stop"}
+        for k in range(3)
+    ] + [{"id": f"p2-r{k}", "prompt_id": "p2", "prompt": "Q2", "response": f"b{k}", "finish_reason": "length"}
+         for k in range(2)]
+    judgments = [{"id": "p1-r0", "score": 2.0}, {"id": "p1-r1", "score": 4.0}, {"id": "p1-r2", "score": None},
+                 {"id": "p2-r0", "score": 3.0}, {"id": "p2-r1", "score": 3.0}]
+    records, outcomes = build_pairs(responses, judgments)
+    assert outcomes == {"ok": 1, "tie": 1}
+    (record,) = records
+    assert {k: record[k] for k in ("id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected")} == {
+        "id": "p1", "prompt": "Q1", "chosen": "a1", "rejected": "a0", "score_chosen": 4.0, "score_rejected": 2.0}
+    assert record["chosen_id"] == "p1-r1" and record["rejected_id"] == "p1-r0"

@@ -1,0 +1,92 @@
+"""Stages 1-4 on a scripted engine: records, ids, funnel counts, and resume after a kill without loss or duplicates."""
+
+import pytest
+
+from srlm_lite import instructions, judge, pairs, responses
+from srlm_lite.config import InstructionsConfig, JudgeConfig, ResponsesConfig
+from srlm_lite.runs import StageFile, read_jsonl
+from srlm_lite.templates import seed_prompts
+
+from fakes import ScriptedEngine
+
+SEEDS = [s["prompt"] for s in seed_prompts()]
+
+
+def test_seed_pool_is_ours_and_varied():
+    pool = seed_prompts()
+    assert len(pool) >= 150
+    assert len({p["id"] for p in pool}) == len(pool)
+    categories = {p["category"] for p in pool}
+    assert {"advice", "explanation", "writing", "rewriting", "coding", "maths", "reasoning", "planning",
+            "classification", "extraction", "brainstorming"} <= categories
+
+
+def test_few_shot_prompt_has_eight_examples_six_seed_two_generated():
+    import random
+
+    picker = instructions.Picker(SEEDS, InstructionsConfig())
+    shots = picker.examples(["generated one", "generated two", "generated three"], random.Random(0))
+    assert len(shots) == 8
+    assert sum(s.startswith("generated") for s in shots) == 2
+    prompt = instructions.few_shot_prompt(shots)
+    assert prompt.count("<task>") == 9 and prompt.endswith("<task>\n")
+    assert len(picker.examples([], random.Random(0))) == 8  # seeds fill in before anything is generated
+
+
+def test_instructions_stage_keeps_filters_and_dedups(tmp_path):
+    config = InstructionsConfig(num_prompts=12)
+    stats = instructions.run(ScriptedEngine(), tmp_path, config, seeds=SEEDS, previous=[], run_seed=0, iteration=1)
+    records = read_jsonl(tmp_path / instructions.FILE)
+    kept = instructions.kept_prompts(records)
+    assert stats["kept"] == len(kept) == 12
+    assert stats["generated"] == len(records) >= 12
+    assert len({r["id"] for r in records}) == len(records)
+    assert all(r["rouge_l_max"] <= config.rouge_threshold for r in records if r["kept"])
+    assert all(r["reason"] == "duplicate" for r in records if not r["kept"])  # the fake only repeats itself
+
+
+def test_stage_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
+    prompts = [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(5)]
+    config = ResponsesConfig(samples=4)
+    with pytest.raises(KeyboardInterrupt):
+        responses.run(ScriptedEngine(fail_after=7), prompts, tmp_path, config, run_seed=1, iteration=1)
+    stage = StageFile(tmp_path / responses.FILE)
+    assert not stage.done and len(stage.records()) == 7
+    with open(stage.partial, "a") as fh:  # a torn line, as a kill mid-write leaves
+        fh.write('{"id": "p1-r3", "prom')
+    responses.run(ScriptedEngine(), prompts, tmp_path, config, run_seed=1, iteration=1)
+    resumed = read_jsonl(tmp_path / responses.FILE)
+    uninterrupted_dir = tmp_path / "clean"
+    responses.run(ScriptedEngine(), prompts, uninterrupted_dir, config, run_seed=1, iteration=1)
+    assert resumed == read_jsonl(uninterrupted_dir / responses.FILE)  # same records, same order, no duplicates
+    assert [r["id"] for r in resumed] == [f"p{i}-r{k}" for i in range(5) for k in range(4)]
+
+
+def test_judge_forced_mode_scores_everything_and_counts_parse_rate(tmp_path):
+    candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "x" * (30 * k + 5),
+                   "finish_reason": "stop"} for k in range(4)]
+    stats = judge.run(ScriptedEngine(write_scores=False), candidates, tmp_path, JudgeConfig(judge_samples=3),
+                      run_seed=0, iteration=1)
+    assert stats["parse_rate"] == 0.0 and stats["score_rate"] == 1.0 and stats["judgments"] == 12
+    records = read_jsonl(tmp_path / judge.FILE)
+    scores = [r["score"] for r in records]
+    assert scores == sorted(scores) and scores[0] < scores[-1]  # the fake judge prefers longer answers
+    assert all(v["source"] == "expected" for r in records for v in r["judgments"])
+
+
+def test_judge_sampled_mode_leaves_unparsed_unscored(tmp_path):
+    candidates = [{"id": "p0-r0", "prompt_id": "p0", "prompt": "q", "response": "Score: 5", "finish_reason": "stop"}]
+    stats = judge.run(ScriptedEngine(write_scores=False), candidates, tmp_path,
+                      JudgeConfig(judge_samples=2, mode="sampled"), run_seed=0, iteration=1)
+    assert stats["unscored"] == 2 and stats["parse_rate"] == 0.0
+    assert read_jsonl(tmp_path / judge.FILE)[0]["score"] is None  # "Score: 5" in the response counts for nothing
+
+
+def test_judge_parses_the_judges_own_score(tmp_path):
+    candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "y" * (50 * k),
+                   "finish_reason": "stop"} for k in range(1, 4)]
+    stats = judge.run(ScriptedEngine(write_scores=True), candidates, tmp_path, JudgeConfig(judge_samples=1),
+                      run_seed=0, iteration=1)
+    assert stats["parse_rate"] == 1.0
+    records, outcomes = pairs.build_pairs(candidates, read_jsonl(tmp_path / judge.FILE))
+    assert outcomes == {"ok": 1} and records[0]["chosen_id"] == "p0-r3" and records[0]["rejected_id"] == "p0-r1"
