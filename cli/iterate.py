@@ -7,10 +7,21 @@ from pathlib import Path
 
 import click
 
-from srlm_lite.config import ConfigError, load
+from srlm_lite.config import ConfigError, RunConfig, load
 from srlm_lite.models import UnsupportedModelError
 
 from .ui import err, out, print_json_last, progress_hooks, summary_table
+
+
+_DEFAULTS = RunConfig()
+
+
+def _default(dotted: str) -> str:
+    """`[default: X]` read from the config dataclasses, so help text never drifts from the real defaults."""
+    value = _DEFAULTS
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return f"[default: {value}]"
 
 
 @click.command()
@@ -18,18 +29,18 @@ from .ui import err, out, print_json_last, progress_hooks, summary_table
 @click.option("--model", type=click.Path(), help="GGUF model (llama architecture; Q4_0/Q4_1/Q8_0/F16/F32). "
               "Default: the embedded SmolLM2-135M-Instruct Q4_1.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory. Default: runs/<timestamp>.")
-@click.option("--iterations", type=int, help="Self-rewarding iterations. [default: 3]")
-@click.option("--prompts", type=int, help="New prompts kept per iteration. [default: 64]")
-@click.option("--samples", type=int, help="Candidate responses per prompt (N). [default: 4]")
-@click.option("--judge-samples", type=int, help="Judgments per response, averaged (J). [default: 3]")
+@click.option("--iterations", type=int, help=f"Self-rewarding iterations. {_default('iterations')}")
+@click.option("--prompts", type=int, help=f"New prompts kept per iteration. {_default('instructions.num_prompts')}")
+@click.option("--samples", type=int, help=f"Candidate responses per prompt (N). {_default('responses.samples')}")
+@click.option("--judge-samples", type=int, help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
 @click.option("--judge-mode", type=click.Choice(["forced", "sampled"]),
               help="forced: when the judge writes no 'Score: X', read the expected score from its digit "
                    "distribution after 'Score: ' (always scores); sampled: free-text verdicts only (paper). "
-                   "[default: forced]")
-@click.option("--max-tokens", type=int, help="Token limit of one candidate response. [default: 160]")
-@click.option("--epochs", type=int, help="DPO passes over each iteration's pairs. [default: 2]")
-@click.option("--learning-rate", type=float, help="LoRA learning rate. [default: 5e-5]")
-@click.option("--seed", type=int, help="Run seed. [default: 0]")
+                   f"{_default('judge.mode')}")
+@click.option("--max-tokens", type=int, help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")
+@click.option("--epochs", type=int, help=f"DPO passes over each iteration's pairs. {_default('train.epochs')}")
+@click.option("--learning-rate", type=float, help=f"LoRA learning rate. {_default('train.learning_rate')}")
+@click.option("--seed", type=int, help=f"Run seed. {_default('seed')}")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
 def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_samples, judge_mode, max_tokens, epochs,
