@@ -85,6 +85,8 @@ def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_sam
 def judge_caveat(iterations: list[dict]) -> str:
     """Honest reading of the judge's figures, printed with every summary."""
     parse = min(it["parse_rate"] for it in iterations)
-    return (f"[yellow]Judge: {parse:.0%} of verdicts (lowest iteration) wrote a parseable 'Score: X'; the rest were "
-            "read from the digit distribution after a forced 'Score: '. A 135M judge ranks labelled pairs near chance "
-            "(see `srlm-lite doctor` and the README): treat score gaps as weak signal.[/yellow]")
+    scored = min(it["score_rate"] for it in iterations)
+    return (f"[yellow]Judge: in the worst iteration {parse:.0%} of verdicts wrote a parseable 'Score: X' themselves; "
+            f"{scored:.0%} had a score after reading the digit distribution after a forced 'Score: '. A small "
+            "model's judge is the method's weak point: SmolLM2-135M's forced scores rank labelled answer pairs near "
+            "chance (README, 'The judge, honestly'), so score gaps are weak signal.[/yellow]")

@@ -35,8 +35,7 @@ def parity(run_dir: str | Path | None = None) -> list[dict]:
     """Mean absolute per-token log-prob difference, MLX vs llama.cpp, for M0 and each iteration's model of a run."""
     from .models import resolve_model_path
     from .parity import parity_report
-    from .runs import iteration_dir
-    from .train import ADAPTER_DIR
+    from .runs import ADAPTER_DIR, iteration_dir
 
     base = resolve_model_path(_run_model(run_dir))
     rows = [{"model": "M0 (base)", **parity_report(base)}]

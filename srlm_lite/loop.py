@@ -10,8 +10,8 @@ from typing import Callable
 
 from . import __version__, instructions, judge, pairs, responses
 from .config import RunConfig, to_dict, to_toml
-from .runs import (MANIFEST, is_complete, iteration_dir, read_json, read_jsonl, write_json_atomic,
-                   write_jsonl_atomic, write_text_atomic)
+from .runs import (ADAPTER_DIR, GGUF_ADAPTER, MANIFEST, is_complete, iteration_dir, read_json, read_jsonl,
+                   write_json_atomic, write_jsonl_atomic, write_text_atomic)
 from .templates import seed_prompts
 
 Progress = Callable[[str, int, int], None]
@@ -59,7 +59,12 @@ def prepare_run(config: RunConfig, out: Path, resume: bool) -> RunPaths:
 def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks | None = None,
             init_adapter: Path | None = None) -> dict:
     """Run (or resume) `config.iterations` iterations; returns the run summary (also written to the manifest)."""
+    from .blas import ensure_fast_blas
+
     hooks = hooks or Hooks()
+    blas = ensure_fast_blas()
+    if not blas.loaded:
+        hooks.say(f"WARNING: {blas.message}")
     paths = prepare_run(config, out, resume)
     summaries = []
     adapter = init_adapter
@@ -97,8 +102,6 @@ class IterationContext:
 
     @property
     def lora_gguf(self) -> Path | None:
-        from .train import GGUF_ADAPTER
-
         return self.adapter_dir / GGUF_ADAPTER if self.adapter_dir else None
 
     @property
@@ -144,7 +147,6 @@ def run_stage(ctx: IterationContext, stage: str) -> dict:
 def run_iteration(config: RunConfig, paths: RunPaths, t: int, adapter_dir: Path | None, hooks: Hooks) -> dict:
     """One M_t -> M_{t+1} step: instructions, responses, judge, pairs with M_t; DPO; export for the sampler."""
     from .models import file_sha256
-    from .train import ADAPTER_DIR, GGUF_ADAPTER
 
     ctx = IterationContext(config, paths, t, adapter_dir, hooks)
     hooks.say(f"iteration {t}: sampling and judging with {ctx.lora_gguf or 'M0 (the base model)'}")
@@ -172,8 +174,6 @@ def stage_context(run_dir: Path, t: int, hooks: Hooks | None = None) -> Iteratio
     paths = prepare_run(config, Path(run_dir), resume=True)
     adapter_dir = None
     if t > 1:
-        from .train import ADAPTER_DIR, GGUF_ADAPTER
-
         adapter_dir = iteration_dir(run_dir, t - 1) / ADAPTER_DIR
         if not (adapter_dir / GGUF_ADAPTER).exists():
             raise FileNotFoundError(f"iteration {t} samples with the model trained in iteration {t - 1}, "
@@ -234,6 +234,8 @@ def _provenance(config: RunConfig, paths: RunPaths) -> dict:
         "model": str(paths.model),
         "model_sha256": paths.model_sha256,
         "seed": config.seed,
+        "seeds": "every sample's seed is blake2b(run seed, iteration, stage, prompt index, sample index); "
+                 "each record stores its own",
         "versions": _versions(),
         "platform": platform.platform(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -250,3 +252,18 @@ def _versions() -> dict:
         except PackageNotFoundError:
             found[package] = None
     return found
+
+
+def model_for_iteration(run_dir: str | Path, k: int) -> tuple[Path, Path | None]:
+    """(base GGUF, GGUF LoRA adapter or None) of M_k in a run: M_0 is the base, M_k was trained in iteration k."""
+    from .config import load
+    from .models import resolve_model_path
+
+    run_dir = Path(run_dir)
+    base = resolve_model_path(load(run_dir / "config.toml").model.path or None)
+    if k == 0:
+        return base, None
+    adapter = iteration_dir(run_dir, k) / ADAPTER_DIR / GGUF_ADAPTER
+    if not adapter.exists():
+        raise FileNotFoundError(f"M{k} does not exist in {run_dir}: {adapter} is missing (iteration {k} unfinished?)")
+    return base, adapter

@@ -27,7 +27,6 @@ DEFAULT_KEYS = (
 )
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_GGUF = "adapter.gguf"
 # mlx-lm module key -> llama.cpp tensor name inside blk.N
 GGUF_LORA_NAMES = {
     "self_attn.q_proj": "attn_q",

@@ -71,13 +71,18 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
 
 
 def summarize(records: list[dict], outcomes: dict) -> dict:
-    n = len(records)
-    mean = lambda key: round(sum(r[key] for r in records) / n, 4) if n else None  # noqa: E731
+    """Counts and means of the pairs: scores, lengths, and how often the chosen answer is the longer one."""
+
+    def mean(values):
+        values = list(values)
+        return round(sum(values) / len(values), 4) if values else None
+
     return {
-        "pairs": n,
+        "pairs": len(records),
         "outcomes": outcomes,
-        "mean_score_chosen": mean("score_chosen"),
-        "mean_score_rejected": mean("score_rejected"),
-        "mean_chars_chosen": round(sum(len(r["chosen"]) for r in records) / n, 1) if n else None,
-        "mean_chars_rejected": round(sum(len(r["rejected"]) for r in records) / n, 1) if n else None,
+        "mean_score_chosen": mean(r["score_chosen"] for r in records),
+        "mean_score_rejected": mean(r["score_rejected"] for r in records),
+        "mean_chars_chosen": mean(len(r["chosen"]) for r in records),
+        "mean_chars_rejected": mean(len(r["rejected"]) for r in records),
+        "chosen_longer_rate": mean(len(r["chosen"]) > len(r["rejected"]) for r in records),
     }

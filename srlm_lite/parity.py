@@ -14,7 +14,8 @@ ensure_fast_blas()
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from srlm_lite.lora import ADAPTER_GGUF, ADAPTER_WEIGHTS, export_gguf_lora, load_adapter  # noqa: E402
+from srlm_lite.lora import ADAPTER_WEIGHTS, export_gguf_lora, load_adapter  # noqa: E402
+from srlm_lite.runs import GGUF_ADAPTER  # noqa: E402
 from srlm_lite.engines.llama_cpp import load_llama  # noqa: E402
 from srlm_lite.models import load_mlx_model  # noqa: E402
 
@@ -84,11 +85,11 @@ def parity_tokens(gguf_path: str | Path) -> list[list[int]]:
 
 def _gguf_adapter(adapter_dir: Path, tmp_dir: str) -> Path:
     """adapter_dir/adapter.gguf if it is current, else a fresh export into tmp_dir."""
-    existing = adapter_dir / ADAPTER_GGUF
+    existing = adapter_dir / GGUF_ADAPTER
     weights = adapter_dir / ADAPTER_WEIGHTS
     if existing.is_file() and existing.stat().st_mtime >= weights.stat().st_mtime:
         return existing
-    return export_gguf_lora(adapter_dir, Path(tmp_dir) / ADAPTER_GGUF)
+    return export_gguf_lora(adapter_dir, Path(tmp_dir) / GGUF_ADAPTER)
 
 
 def llama_logprobs_many(gguf_path: str | Path, seqs: list[list[int]], lora_path: str | Path | None = None,

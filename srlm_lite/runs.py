@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 MANIFEST = "manifest.json"
+ADAPTER_DIR = "adapter"  # per iteration: adapters.safetensors + adapter_config.json (mlx-lm) and GGUF_ADAPTER
+GGUF_ADAPTER = "adapter.gguf"  # the same LoRA for llama.cpp: what the next iteration samples with
 
 
 def derive_seed(*parts: int | str) -> int:

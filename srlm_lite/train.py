@@ -19,12 +19,10 @@ import mlx.optimizers as optim  # noqa: E402
 from .chat import ChatTokenizer  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .dpo import dpo_loss  # noqa: E402
-from .runs import StageFile, derive_seed, write_json_atomic  # noqa: E402
+from .runs import ADAPTER_DIR, GGUF_ADAPTER, StageFile, derive_seed, write_json_atomic  # noqa: E402
 
 REFERENCE_FILE = "reference_logps.jsonl"
 LOG_FILE = "train_log.jsonl"
-ADAPTER_DIR = "adapter"
-GGUF_ADAPTER = "adapter.gguf"
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,15 @@ def test_iteration_2_sampled_from_the_model_trained_in_iteration_1(small_run, re
     assert abs(tuned.sum() - base.sum()) > 0.05
 
 
+def test_a_stage_runs_alone_on_the_run_directory(small_run):
+    run, _ = small_run
+    before = (run / "iter_1" / "pairs.jsonl").read_text()
+    done = _cli("pairs", "--run", str(run), "--iteration", "1", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["pairs"] == len(before.splitlines())
+    assert (run / "iter_1" / "pairs.jsonl").read_text() == before  # deterministic: same pairs, same order
+
+
 def test_doctor_parity_for_each_iteration(small_run):
     run, _ = small_run
     done = _cli("doctor", "--run", str(run), "--json", timeout=900)
