@@ -1,0 +1,235 @@
+"""`srlm-lite eval judge|ifeval|h2h`: the judge against labelled preferences, IFEval, head-to-head of iterations."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from .ui import err, out, print_json_last, progress_hooks
+
+
+def _model_options(command):
+    command = click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
+                           help="A GGUF model file (default: the embedded SmolLM2-135M-Instruct).")(command)
+    command = click.option("--iteration", type=int, help="With --run: evaluate M_K (0 = the base model M0).")(command)
+    command = click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
+                           help="Run directory made by `srlm-lite iterate` (its config.toml is used).")(command)
+    return command
+
+
+def _common_options(command):
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON object as the last line of stdout.")(command)
+    command = click.option("--out", "items_out", type=click.Path(dir_okay=False),
+                           help="Also write one JSON line per evaluated item to this file.")(command)
+    command = click.option("--seed", type=int, default=0, show_default=True, help="Seed of every sample.")(command)
+    command = click.option("--limit", type=click.IntRange(min=1), help="Only the first N lines of the file.")(command)
+    return command
+
+
+def _resolve(run_dir, iteration, model_path):
+    from srlm_lite.evals import resolve_model, run_config
+
+    if run_dir and model_path:
+        raise click.UsageError("give either --run DIR --iteration K or --model PATH, not both")
+    if run_dir and iteration is None:
+        raise click.UsageError("--run needs --iteration K (0 = the base model M0)")
+    if iteration is not None and not run_dir:
+        raise click.UsageError("--iteration needs --run DIR")
+    try:
+        return resolve_model(run_dir, iteration, model_path), run_config(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _finish(summary: dict, items_out, as_json: bool, headline: str) -> None:
+    items = summary.pop("items", [])
+    if items_out:
+        from srlm_lite.runs import write_jsonl_atomic
+
+        write_jsonl_atomic(items_out, items)
+        err.print(f"[dim]per-item records: {items_out}[/dim]")
+    if as_json:
+        print_json_last(summary)
+    else:
+        out.print(headline, soft_wrap=True)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _interval(block: dict, key: str = "accuracy") -> str:
+    if block.get(key) is None:
+        return "-"
+    return f"{block[key]:.1%} [{block['ci_low']:.1%}, {block['ci_high']:.1%}] (n={block['n']})"
+
+
+@click.group(name="eval")
+def eval_group() -> None:
+    """Evaluate models and the judge: `judge` (labelled preferences), `ifeval` (IFEval checks), `h2h` (M_I vs M_J)."""
+
+
+@eval_group.command(name="judge")
+@click.option("--pairs", "pairs_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL: instruction, response_a, response_b, preferred (a/b); or instruction, responses, ranks.")
+@click.option("--mode", type=click.Choice(["pointwise", "pairwise"]), default="pointwise", show_default=True,
+              help="pointwise: the run's rubric judge scores each answer alone; pairwise: P(A) vs P(B) after a "
+                   "forced 'The better response is Response', in both orders (a tie when they disagree).")
+@click.option("--judge-samples", type=click.IntRange(min=1),
+              help="Pointwise: verdicts per answer, averaged. [default: the run's judge.judge_samples, else 3]")
+@_model_options
+@_common_options
+def judge_command(pairs_file, mode, judge_samples, run_dir, iteration, model_path, limit, seed, items_out, as_json):
+    """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
+    import dataclasses
+
+    from srlm_lite import evals
+    from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
+
+    spec, config = _resolve(run_dir, iteration, model_path)
+    judge_config = config.judge if judge_samples is None else dataclasses.replace(config.judge,
+                                                                                  judge_samples=judge_samples)
+    try:
+        pairs, rankings = load_judge_file(pairs_file, limit)
+        err.print(f"[bold]eval judge[/bold] ({mode}) of {spec.label} on {len(pairs)} pairs"
+                  + (f" and {len(rankings)} rankings" if rankings else "")
+                  + (f", {judge_config.judge_samples} verdict(s) per answer, judge mode {judge_config.mode}"
+                     if mode == "pointwise" else ""))
+        engine = evals.open_engine(spec, config)
+        with progress_hooks() as hooks:
+            summary = evaluate_judge(engine, pairs, rankings, mode=mode, config=judge_config, seed=seed,
+                                     progress=hooks.progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = {"model": spec.label, "pairs_file": pairs_file, **summary}
+    table = Table(title=f"judge vs labels ({mode}, {spec.label})", show_header=False)
+    table.add_row("accuracy (ties half)", _interval(summary))
+    table.add_row("ties", str(summary["ties"]))
+    table.add_row("parse rate", _pct(summary["parse_rate"]) + (" (judge wrote 'Score: X' itself)" if mode == "pointwise"
+                                                               else " (P(A)+P(B) >= min mass)"))
+    table.add_row("preferred is longer", _interval(summary["by_length"]["preferred_longer"]))
+    table.add_row("preferred is shorter", _interval(summary["by_length"]["preferred_shorter"]))
+    table.add_row("baseline: longer wins", _interval(summary["longer_wins"]))
+    table.add_row("judge picks the longer", _pct(summary["judge_picks_longer"]))
+    if mode == "pairwise":
+        table.add_row("position consistency", _pct(summary["position_consistency"]))
+        table.add_row("first position chosen", _pct(summary["first_position_rate"]))
+        table.add_row("accuracy, P(A) averaged", _interval(summary["accuracy_debiased"]))
+    ranked = summary.get("rankings")
+    if ranked and "skipped" not in ranked:
+        table.add_row("rankings: pairwise acc.", _pct(ranked["pairwise_accuracy"]))
+        table.add_row("rankings: 5-best / exact", f"{_pct(ranked['five_best'])} / {_pct(ranked['exact_match'])}")
+        table.add_row("rankings: Spearman / Kendall", f"{ranked['spearman']} / {ranked['kendall_tau']}")
+    elif ranked:
+        table.add_row("rankings", ranked["skipped"])
+    table.add_row("seconds", str(summary["seconds"]))
+    err.print(table)
+    _finish(summary, items_out, as_json,
+            f"judge accuracy {_interval(summary)}; longer-wins baseline {_interval(summary['longer_wins'])}")
+
+
+@eval_group.command(name="ifeval")
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="IFEval JSONL: key, prompt, instruction_id_list, kwargs.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Token limit of one answer.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy (IFEval's setting).")
+@_model_options
+@_common_options
+def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, model_path, limit, seed, items_out,
+                   as_json):
+    """Answer IFEval prompts and check them with if-verifiable's checkers: prompt/instruction-level, strict/loose."""
+    from srlm_lite import evals
+    from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval, offline_checkers
+
+    spec, config = _resolve(run_dir, iteration, model_path)
+    try:
+        records = load_ifeval(prompts_file, limit)
+        offline_checkers()
+        err.print(f"[bold]eval ifeval[/bold] of {spec.label} on {len(records)} prompts "
+                  f"(max {max_tokens} tokens, T={temperature})")
+        engine = evals.open_engine(spec, config)
+        with progress_hooks() as hooks:
+            summary = evaluate_ifeval(engine, records, max_tokens=max_tokens, temperature=temperature,
+                                      top_p=1.0 if temperature == 0 else 0.9, seed=seed, progress=hooks.progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = {"model": spec.label, "prompts_file": prompts_file, **summary}
+    table = Table(title=f"IFEval ({spec.label})")
+    for name in ("n", "prompt strict", "prompt loose", "inst. strict", "inst. loose", "truncated"):
+        table.add_column(name, justify="right")
+    table.add_row(str(summary["n"]), _pct(summary["prompt_strict"]), _pct(summary["prompt_loose"]),
+                  _pct(summary["inst_strict"]), _pct(summary["inst_loose"]), str(summary["truncated"]))
+    err.print(table)
+    _finish(summary, items_out, as_json,
+            f"IFEval prompt strict {_pct(summary['prompt_strict'])}, loose {_pct(summary['prompt_loose'])}; "
+            f"instruction strict {_pct(summary['inst_strict'])}, loose {_pct(summary['inst_loose'])} "
+            f"(n={summary['n']})")
+
+
+@eval_group.command(name="h2h")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Run directory made by `srlm-lite iterate`.")
+@click.option("--a", "iter_a", required=True, type=int, help="Iteration I: side A is M_I (0 = base).")
+@click.option("--b", "iter_b", required=True, type=int, help="Iteration J: side B is M_J.")
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL with `prompt`, `instruction` or MT-Bench `turns` (first turn).")
+@click.option("--judge-model", type=click.Path(exists=True, dir_okay=False),
+              help="GGUF of the pairwise judge. [default: the run's base model M0]")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Token limit of an answer.")
+@click.option("--greedy", is_flag=True, help="Greedy answers instead of seeded sampling at T=0.7, top-p 0.9.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the answers (the same for both sides).")
+@click.option("--out", "items_out", type=click.Path(dir_okay=False), help="Also write one JSON line per prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, max_tokens, greedy, limit, seed, items_out,
+                as_json):
+    """Head-to-head: M_I and M_J answer the same prompts; a pairwise judge compares each pair in both orders."""
+    from srlm_lite import evals
+    from srlm_lite.evals.h2h import head_to_head
+    from srlm_lite.evals.prompts import read_prompts
+
+    try:
+        config = evals.run_config(run_dir)
+        spec_a = evals.resolve_model(run_dir, iter_a)
+        spec_b = evals.resolve_model(run_dir, iter_b)
+        spec_j = evals.resolve_model(model_path=judge_model) if judge_model else evals.resolve_model(run_dir, 0)
+        judge_label = (spec_j.label if judge_model
+                       else f"the base model M0 of {run_dir} (default; --judge-model to change)")
+        prompts = read_prompts(prompts_file, limit)
+        err.print(f"[bold]eval h2h[/bold]: A = M{iter_a} vs B = M{iter_b} on {len(prompts)} prompts; "
+                  f"answers {'greedy' if greedy else 'sampled at T=0.7, top-p 0.9'}, max {max_tokens} tokens; "
+                  f"judge: {judge_label}, pairwise in both orders (a tie when they disagree)")
+        engines: dict = {}
+
+        def engine_for(spec):
+            if spec.key not in engines:
+                engines[spec.key] = evals.open_engine(spec, config)
+            return engines[spec.key]
+
+        with progress_hooks() as hooks:
+            summary = head_to_head(engine_for(spec_a), engine_for(spec_b), engine_for(spec_j), prompts,
+                                   max_tokens=max_tokens, temperature=0.0 if greedy else 0.7,
+                                   top_p=1.0 if greedy else 0.9, seed=seed, min_mass=config.judge.min_digit_mass,
+                                   progress=hooks.progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = {"a": f"M{iter_a}", "b": f"M{iter_b}", "judge": judge_label, "prompts_file": prompts_file,
+               "sampling": "greedy" if greedy else "T=0.7, top-p 0.9", **summary}
+    table = Table(title=f"M{iter_a} (A) vs M{iter_b} (B), judge: {spec_j.label if judge_model else 'M0'}")
+    for name in ("n", "wins A", "ties", "losses A", "win rate A [95% CI]", "consistent", "chars A", "chars B",
+                 "longer won"):
+        table.add_column(name, justify="right")
+    rate = "-" if summary["win_rate"] is None else \
+        f"{summary['win_rate']:.1%} [{summary['ci_low']:.1%}, {summary['ci_high']:.1%}]"
+    table.add_row(str(summary["n"]), str(summary["wins"]), str(summary["ties"]), str(summary["losses"]), rate,
+                  _pct(summary["position_consistency"]), str(summary["mean_chars_a"]), str(summary["mean_chars_b"]),
+                  _pct(summary["longer_answer_won"]))
+    err.print(table)
+    err.print(f"[dim]judge: {judge_label}; averaged over both orders, P(A better) = {summary['mean_p_a']} "
+              f"({summary['debiased_wins']} pairs lean A, {summary['debiased_losses']} lean B)[/dim]")
+    _finish(summary, items_out, as_json,
+            f"M{iter_a} vs M{iter_b}: {summary['wins']} wins, {summary['ties']} ties, {summary['losses']} losses; "
+            f"win rate {rate}; mean chars {summary['mean_chars_a']} vs {summary['mean_chars_b']}")

@@ -1,0 +1,95 @@
+"""Evaluation statistics against hand-computed values: accuracy with ties, Wilson, Spearman, Kendall tau-b, rankings."""
+
+import math
+
+import pytest
+
+from srlm_lite.stats import (accuracy, average_ranks, kendall_tau_b, pair_credit, proportion, ranking_metrics,
+                             spearman_rho, wilson_interval)
+
+
+def test_pair_credit_and_accuracy_with_ties():
+    assert pair_credit(4.0, 2.0, "a") == 1.0
+    assert pair_credit(4.0, 2.0, "b") == 0.0
+    assert pair_credit(1.5, 3.0, "b") == 1.0
+    assert pair_credit(3.0, 3.0, "a") == 0.5  # a tie counts half
+    assert pair_credit(None, 3.0, "b") == 0.5  # no score: no preference expressed
+    with pytest.raises(ValueError):
+        pair_credit(1.0, 2.0, "c")
+    # 3 right, 2 ties, 1 wrong: (3 + 2 x 0.5) / 6
+    assert accuracy([1, 1, 1, 0.5, 0.5, 0]) == pytest.approx(4 / 6)
+    assert accuracy([]) is None
+
+
+def test_wilson_interval_hand_computed():
+    # 7 of 10, z = 1.959964 (z² = 3.841459): centre 0.7 + 0.192073 = 0.892073,
+    # half-width 1.959964 x sqrt(0.021 + 0.0096036) = 0.342874, denominator 1.384146
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.549199 / 1.384146, abs=1e-5) and high == pytest.approx(1.234947 / 1.384146, abs=1e-5)
+    # 0 of 10: [0, z²/n / (1 + z²/n)] = [0, 0.277533]
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.277533, abs=1e-5)
+    # 10 of 10 mirrors it
+    low, high = wilson_interval(10, 10)
+    assert low == pytest.approx(1 - 0.277533, abs=1e-5) and high == pytest.approx(1.0)
+    # ties count half: 5.5 of 11 is p = 0.5, symmetric; half-width 1.959964 x sqrt(0.25/11 + z²/484) / (1 + z²/11)
+    low, high = wilson_interval(5.5, 11)
+    assert (low + high) / 2 == pytest.approx(0.5) and (high - low) / 2 == pytest.approx(0.343213 / 1.349224, abs=1e-5)
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_proportion_block():
+    block = proportion([1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+    assert block == {"n": 10, "accuracy": 0.7, "ci_low": 0.3968, "ci_high": 0.8922}
+    assert proportion([]) == {"n": 0, "accuracy": None, "ci_low": None, "ci_high": None}
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks([10, 20, 20, 30]) == [1, 2.5, 2.5, 4]
+    assert average_ranks([3, 1, 2]) == [3, 1, 2]
+    assert average_ranks([5, 5, 5]) == [2, 2, 2]
+
+
+def test_spearman_hand_computed():
+    # ranks x [1, 2.5, 2.5, 4], y [1, 3, 2, 4]: sxy 4.5, sxx 4.5, syy 5 -> 4.5 / sqrt(22.5)
+    assert spearman_rho([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    # no ties: 1 - 6 sum d² / (n (n² - 1)) = 1 - 36 / 24
+    assert spearman_rho([1, 2, 3], [3, 1, 2]) == pytest.approx(-0.5)
+    assert spearman_rho([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert spearman_rho([1, 1, 1], [1, 2, 3]) is None  # constant side: undefined
+
+
+def test_kendall_tau_b_hand_computed():
+    # 5 concordant, 0 discordant, 1 pair tied in x only, 6 pairs: 5 / sqrt(5 x 6)
+    assert kendall_tau_b([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(5 / math.sqrt(30))
+    # 1 concordant, 2 discordant: -1/3
+    assert kendall_tau_b([1, 2, 3], [3, 1, 2]) == pytest.approx(-1 / 3)
+    # tied in both on one pair (counts in both tie totals): C 2, D 0, n0 3 -> 2 / sqrt(2 x 2)
+    assert kendall_tau_b([1, 1, 2], [5, 5, 6]) == pytest.approx(1.0)
+    assert kendall_tau_b([2, 2], [1, 2]) is None
+
+
+def test_ranking_metrics_as_in_the_paper():
+    groups = [
+        ([5.0, 3.0, 4.0], [0, 2, 1]),  # judge agrees completely; its 5 is the human best
+        ([2.0, 2.0, 5.0], [0, 1, 2]),  # a tie, two reversals; its 5 is the human worst
+    ]
+    m = ranking_metrics(groups)
+    assert m["instructions"] == 2 and m["pairs"] == 6
+    assert m["pairwise_accuracy"] == pytest.approx(round(3.5 / 6, 4))  # 1, 1, 1, 0.5, 0, 0
+    assert m["exact_match"] == 0.5
+    assert m["five_best"] == 0.5 and m["five_best_n"] == 2
+    # group 2: spearman -1.5 / sqrt(3), kendall -2 / sqrt(6)
+    assert m["spearman"] == pytest.approx(round((1 - 1.5 / math.sqrt(3)) / 2, 4))
+    assert m["kendall_tau"] == pytest.approx(round((1 - 2 / math.sqrt(6)) / 2, 4))
+
+
+def test_ranking_metrics_edge_cases():
+    m = ranking_metrics([([None, 3.0], [1, 0])])  # unscored counts as the lowest: agrees with the human order
+    assert m["pairwise_accuracy"] == 1.0 and m["exact_match"] == 1.0 and m["five_best"] is None
+    m = ranking_metrics([([3.0, 3.0], [1, 0])])  # constant judge: correlations count 0, the pair half
+    assert m["spearman"] == 0.0 and m["kendall_tau"] == 0.0 and m["pairwise_accuracy"] == 0.5
+    with pytest.raises(ValueError):
+        ranking_metrics([([1.0], [0])])
