@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from srlm_lite import __version__
+from .chat import chat
 from .doctor import doctor
+from .eval import eval_group
 from .iterate import iterate
+from .report import report
 from .stages import STAGE_COMMANDS
 
 
@@ -18,6 +21,9 @@ def cli() -> None:
 
 cli.add_command(iterate)
 cli.add_command(doctor)
+cli.add_command(eval_group)
+cli.add_command(report)
+cli.add_command(chat)
 for command in STAGE_COMMANDS:
     cli.add_command(command)
 
