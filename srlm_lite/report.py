@@ -714,7 +714,7 @@ figcaption{font-size:0.86em;color:#555;margin-top:2px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:10px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 10px;background:#fcfcfc}
 .card .model{font-weight:bold;margin-bottom:4px}.card .note{font-weight:normal;color:#777;font-size:0.85em}
-.card .text{white-space:pre-wrap;font-size:0.88em}
+.card .text{white-space:pre-wrap;font-size:0.88em;max-height:24em;overflow-y:auto}
 details{margin:0.6em 0}summary{cursor:pointer;font-weight:bold}
 """
 
