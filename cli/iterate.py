@@ -32,12 +32,14 @@ def _default(dotted: str) -> str:
 @click.option("--iterations", type=int, help=f"Self-rewarding iterations. {_default('iterations')}")
 @click.option("--prompts", type=int, help=f"New prompts kept per iteration. {_default('instructions.num_prompts')}")
 @click.option("--samples", type=int, help=f"Candidate responses per prompt (N). {_default('responses.samples')}")
-@click.option("--judge-samples", type=int, help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
+@click.option("--judge-samples", type=int,
+              help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
 @click.option("--judge-mode", type=click.Choice(["forced", "sampled"]),
               help="forced: when the judge writes no 'Score: X', read the expected score from its digit "
                    "distribution after 'Score: ' (always scores); sampled: free-text verdicts only (paper). "
                    f"{_default('judge.mode')}")
-@click.option("--max-tokens", type=int, help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")
+@click.option("--max-tokens", type=int,
+              help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")
 @click.option("--epochs", type=int, help=f"DPO passes over each iteration's pairs. {_default('train.epochs')}")
 @click.option("--learning-rate", type=float, help=f"LoRA learning rate. {_default('train.learning_rate')}")
 @click.option("--seed", type=int, help=f"Run seed. {_default('seed')}")

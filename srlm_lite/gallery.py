@@ -49,17 +49,12 @@ def model_fingerprint(run_dir: str | Path, k: int) -> str | None:
 def load_engine(run_dir: str | Path | None, k: int | None = None, model: str | Path | None = None):
     """A llama.cpp engine for M_k of a run (base + the LoRA of iteration k; default k: the run's last model), or,
     without a run, for the GGUF `model` (default: the embedded model)."""
-    from .engines.llama_cpp import LlamaCppEngine
-    from .models import resolve_model_path
+    from .evals import open_engine, resolve_model, run_config
 
     if run_dir is None:
-        return LlamaCppEngine(resolve_model_path(model))
-    from .config import load
-    from .loop import model_for_iteration
-
-    base, lora = model_for_iteration(run_dir, k if k is not None else run_models(run_dir)[-1])
-    m = load(Path(run_dir) / "config.toml").model
-    return LlamaCppEngine(base, lora_path=lora, n_ctx=m.n_ctx, n_threads=m.n_threads, n_batch=m.n_batch)
+        return open_engine(resolve_model(model_path=model))
+    k = k if k is not None else run_models(run_dir)[-1]
+    return open_engine(resolve_model(run_dir, k), run_config(run_dir))
 
 
 def build_gallery(

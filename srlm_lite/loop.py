@@ -109,9 +109,7 @@ class IterationContext:
         if self._engine is None:
             from .engines.llama_cpp import LlamaCppEngine
 
-            m = self.config.model
-            self._engine = LlamaCppEngine(self.paths.model, lora_path=self.lora_gguf, n_ctx=m.n_ctx,
-                                          n_threads=m.n_threads, n_batch=m.n_batch)
+            self._engine = LlamaCppEngine.from_config(self.paths.model, self.config.model, self.lora_gguf)
         return self._engine
 
     def release_engine(self) -> None:

@@ -95,6 +95,12 @@ class LlamaCppEngine:
         self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
         self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
 
+    @classmethod
+    def from_config(cls, model_path: str | Path, config, lora_path: str | Path | None = None) -> "LlamaCppEngine":
+        """An engine with a run's `[model]` settings (a ModelConfig: context, threads, batch)."""
+        return cls(model_path, lora_path=lora_path, n_ctx=config.n_ctx, n_threads=config.n_threads,
+                   n_batch=config.n_batch)
+
     def chat_prompt(self, user: str) -> str:
         return self.tokenizer.prompt_text(user)
 

@@ -55,5 +55,4 @@ def open_engine(spec: ModelSpec, config: RunConfig | None = None):
     """A llama.cpp engine serving `spec`, with the run's model settings (context, threads, batch)."""
     from ..engines.llama_cpp import LlamaCppEngine
 
-    m = (config or RunConfig()).model
-    return LlamaCppEngine(spec.base, lora_path=spec.lora, n_ctx=m.n_ctx, n_threads=m.n_threads, n_batch=m.n_batch)
+    return LlamaCppEngine.from_config(spec.base, (config or RunConfig()).model, spec.lora)
