@@ -10,7 +10,7 @@ import click
 from srlm_lite.config import ConfigError, RunConfig, load
 from srlm_lite.models import UnsupportedModelError
 
-from .ui import err, out, print_json_last, progress_hooks, summary_table
+from .ui import err, eval_table, out, print_json_last, progress_hooks, summary_table
 
 
 _DEFAULTS = RunConfig()
@@ -42,20 +42,49 @@ def _default(dotted: str) -> str:
               help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")
 @click.option("--epochs", type=int, help=f"DPO passes over each iteration's pairs. {_default('train.epochs')}")
 @click.option("--learning-rate", type=float, help=f"LoRA learning rate. {_default('train.learning_rate')}")
+@click.option("--loss", type=click.Choice(["sigmoid", "ipo", "hinge", "rpo"]),
+              help="Preference loss: sigmoid (DPO), ipo, hinge (SLiC), rpo (DPO + NLL of the chosen answer). "
+                   f"{_default('train.loss')}")
+@click.option("--length-normalize/--no-length-normalize", default=None,
+              help="Average log-probs per response token instead of summing them (against length drift). "
+                   f"{_default('train.length_normalize')}")
+@click.option("--min-score-gap", type=float,
+              help=f"Drop prompts whose best-worst score gap is below this. {_default('pairs.min_score_gap')}")
+@click.option("--length-tie-break/--no-length-tie-break", default=None,
+              help="Of near-equal best answers choose the shortest, of near-equal worst reject the longest "
+                   f"(tolerance: pairs.tie_tolerance). {_default('pairs.length_tie_break')}")
+@click.option("--init", "init_dir", type=click.Path(exists=True, file_okay=False),
+              help="Start from this adapter (made by `srlm-lite sft --out DIR`) instead of the base model.")
+@click.option("--eval", "eval_specs", multiple=True, metavar="KIND=FILE",
+              help="After each iteration, evaluate its model into the run directory: judge=PAIRS.jsonl, "
+                   "ifeval=PROMPTS.jsonl or h2h=PROMPTS.jsonl (vs the starting model). Repeatable.")
+@click.option("--eval-limit", type=int, help=f"Items per evaluation file. {_default('eval.limit')}")
 @click.option("--seed", type=int, help=f"Run seed. {_default('seed')}")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
 def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_samples, judge_mode, max_tokens, epochs,
-            learning_rate, seed, resume, as_json):
+            learning_rate, loss, length_normalize, min_score_gap, length_tie_break, init_dir, eval_specs, eval_limit,
+            seed, resume, as_json):
     """Run the self-rewarding loop: self-instruct -> N candidates -> LLM-as-a-Judge -> pairs -> DPO, K times."""
+    from srlm_lite.evals.scheduled import FILE_KEYS, parse_eval_option
     from srlm_lite.loop import iterate as run_loop
 
     overrides = {
         "model.path": model, "iterations": iterations, "instructions.num_prompts": prompts,
         "responses.samples": samples, "judge.judge_samples": judge_samples, "judge.mode": judge_mode,
         "responses.max_tokens": max_tokens, "train.epochs": epochs, "train.learning_rate": learning_rate,
-        "seed": seed,
+        "train.loss": loss, "train.length_normalize": length_normalize, "pairs.min_score_gap": min_score_gap,
+        "pairs.length_tie_break": length_tie_break, "init": str(Path(init_dir).resolve()) if init_dir else None,
+        "eval.limit": eval_limit, "seed": seed,
     }
+    try:
+        for spec in eval_specs:
+            kind, path = parse_eval_option(spec)
+            if not Path(path).is_file():
+                raise click.UsageError(f"--eval {spec}: {path} is not a file")
+            overrides[f"eval.{FILE_KEYS[kind]}"] = str(Path(path).resolve())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     try:
         config = load(config_file, overrides)
     except ConfigError as exc:
@@ -77,6 +106,8 @@ def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_sam
     result["seconds"] = round(time.perf_counter() - started, 1)
     err.print(summary_table(result["iterations"]))
     err.print(judge_caveat(result["iterations"]))
+    if result.get("evals"):
+        err.print(eval_table(result["evals"]))
     err.print(f"run directory: {out_path}   total {result['seconds'] / 60:.1f} min")
     if as_json:
         print_json_last(result)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "rpo")  # srlm_lite.dpo implements them; kept here so config imports no MLX
+
 
 def _opt(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -62,6 +64,10 @@ class JudgeConfig:
 @dataclass
 class PairsConfig:
     min_score_gap: float = _opt(0.0, "drop a prompt whose best-worst mean score gap is below this (ties always dropped)")
+    length_tie_break: bool = _opt(False, "length-aware tie-break (Meta-Rewarding): of the answers within "
+                                  "tie_tolerance of the best score the shortest is chosen, of those within it of "
+                                  "the worst the longest is rejected")
+    tie_tolerance: float = _opt(0.25, "score distance counted as near-equal by the length-aware tie-break")
 
 
 @dataclass
@@ -76,18 +82,34 @@ class TrainConfig:
     lora_layers: int = _opt(-1, "transformer blocks given LoRA, counted from the top; -1 = all")
     max_length: int = _opt(448, "token limit of prompt + response; longer responses are truncated")
     dequantize: bool = _opt(True, "train on a float32 copy of the weights (fast on CPU BLAS); false = quantized")
+    loss: str = _opt("sigmoid", "preference loss: sigmoid (DPO), ipo, hinge (SLiC), rpo (DPO + NLL of the chosen "
+                     "answer, iterative RPO)")
+    rpo_alpha: float = _opt(1.0, "weight of the chosen answer's per-token NLL in the rpo loss")
+    length_normalize: bool = _opt(False, "log-probs averaged per response token instead of summed (counters the "
+                                  "drift to longer answers; scale beta up accordingly)")
+
+
+@dataclass
+class EvalConfig:
+    judge_pairs: str = _opt("", "after each iteration: `eval judge` of M_t's judge on this labelled-pairs JSONL")
+    ifeval_prompts: str = _opt("", "after each iteration: `eval ifeval` of M_t on this IFEval JSONL")
+    h2h_prompts: str = _opt("", "after each iteration: `eval h2h` of M_t vs the starting model on these prompts")
+    limit: int = _opt(40, "items of each evaluation file used (the first N)")
+    baseline: bool = _opt(True, "also evaluate the starting model M0 once, into evals/")
 
 
 @dataclass
 class RunConfig:
     iterations: int = _opt(3, "self-rewarding iterations (M1 -> M2 -> M3 -> M4 in the paper's naming)")
     seed: int = _opt(0, "run seed; every sample's seed derives from (seed, iteration, prompt, sample)")
+    init: str = _opt("", "starting model's adapter directory (from `srlm-lite sft`); empty = the base model")
     model: ModelConfig = field(default_factory=ModelConfig)
     instructions: InstructionsConfig = field(default_factory=InstructionsConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 class ConfigError(ValueError):
@@ -152,6 +174,11 @@ def validate(config: RunConfig) -> None:
         (0.0 <= config.instructions.rouge_threshold <= 1.0, "instructions.rouge_threshold must be in [0, 1]"),
         (config.train.batch_size >= 1 and config.train.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
         (config.model.n_ctx >= 512, "model.n_ctx must be >= 512"),
+        (config.train.loss in LOSS_TYPES, f"train.loss must be one of {', '.join(LOSS_TYPES)}"),
+        (config.train.beta > 0, "train.beta must be > 0"),
+        (config.eval.limit >= 1, "eval.limit must be >= 1"),
+        (config.pairs.min_score_gap >= 0 and config.pairs.tie_tolerance >= 0,
+         "pairs.min_score_gap and pairs.tie_tolerance must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

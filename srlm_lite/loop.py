@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__, instructions, judge, pairs, responses
-from .config import RunConfig, to_dict, to_toml
+from .config import PairsConfig, RunConfig, load, to_dict, to_toml
 from .runs import (ADAPTER_DIR, GGUF_ADAPTER, MANIFEST, is_complete, iteration_dir, read_json, read_jsonl,
                    write_json_atomic, write_jsonl_atomic, write_text_atomic)
 from .templates import seed_prompts
@@ -46,8 +46,7 @@ def prepare_run(config: RunConfig, out: Path, resume: bool) -> RunPaths:
     if out.exists() and any(out.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if resume and config_file.exists():
-        saved = config_file.read_text(encoding="utf-8")
-        if saved != to_toml(config):
+        if load(config_file) != config:
             raise ValueError(f"--resume with a config that differs from {config_file}; resume with the same settings "
                              f"(e.g. --config {config_file}) or start a new run")
     model = resolve_model_path(config.model.path or None)
@@ -66,8 +65,10 @@ def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks 
     if not blas.loaded:
         hooks.say(f"WARNING: {blas.message}")
     paths = prepare_run(config, out, resume)
-    summaries = []
-    adapter = init_adapter
+    summaries, evals = [], {}
+    adapter = init_adapter or start_adapter(config)
+    if config.eval.baseline:
+        evals.update(_evaluate(config, out, 0, hooks))
     for t in range(1, config.iterations + 1):
         it_dir = iteration_dir(out, t)
         if is_complete(it_dir):
@@ -77,9 +78,32 @@ def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks 
             summary = run_iteration(config, paths, t, adapter, hooks)
         summaries.append(summary)
         adapter = Path(summary["adapter_gguf"]).parent
+        evals.update(_evaluate(config, out, t, hooks))
     result = {"run_dir": str(out), "iterations": summaries}
+    if evals:
+        result["evals"] = evals
     write_json_atomic(out / MANIFEST, {**_provenance(config, paths), "summary": result})
     return result
+
+
+def start_adapter(config: RunConfig) -> Path | None:
+    """The adapter directory of the starting model M0 (`config.init`, made by `srlm-lite sft`), or None."""
+    if not config.init:
+        return None
+    root = Path(config.init)
+    for candidate in (root / ADAPTER_DIR, root):
+        if (candidate / GGUF_ADAPTER).exists() and (candidate / "adapters.safetensors").exists():
+            return candidate
+    raise FileNotFoundError(f"--init {root}: no {GGUF_ADAPTER} and adapters.safetensors in it or in "
+                            f"{root / ADAPTER_DIR} (make one with `srlm-lite sft --out {root}`)")
+
+
+def _evaluate(config: RunConfig, out: Path, k: int, hooks: Hooks) -> dict:
+    from .evals.scheduled import chosen, evaluate_model
+
+    if not chosen(config.eval):
+        return {}
+    return {f"M{k}": evaluate_model(out, config, k, say=hooks.say, progress=hooks.progress)}
 
 
 STAGES = ("instructions", "responses", "judge", "pairs", "train")
@@ -131,7 +155,7 @@ def run_stage(ctx: IterationContext, stage: str) -> dict:
         candidates = _require(d, responses.FILE, "responses")
         return judge.run(ctx.engine, candidates, d, c.judge, run_seed=c.seed, iteration=t, progress=progress)
     if stage == "pairs":
-        records, outcomes = make_pairs(d, c.pairs.min_score_gap)
+        records, outcomes = make_pairs(d, c.pairs)
         return pairs.summarize(records, outcomes)
     if stage == "train":
         from . import train
@@ -164,13 +188,16 @@ def run_iteration(config: RunConfig, paths: RunPaths, t: int, adapter_dir: Path 
     return summary
 
 
-def stage_context(run_dir: Path, t: int, hooks: Hooks | None = None) -> IterationContext:
-    """Reopen a run directory to run one stage of iteration t alone (M_t = the adapter of iteration t-1)."""
-    from .config import load
+def stage_context(run_dir: Path, t: int, hooks: Hooks | None = None,
+                  overrides: dict | None = None) -> IterationContext:
+    """Reopen a run directory to run one stage of iteration t alone (M_t = the adapter of iteration t-1).
 
+    `overrides` ({"train.loss": "ipo"}) apply to this stage only; the run's config.toml is left as it is."""
     config = load(Path(run_dir) / "config.toml")
     paths = prepare_run(config, Path(run_dir), resume=True)
-    adapter_dir = None
+    if overrides:
+        config = load(Path(run_dir) / "config.toml", overrides)
+    adapter_dir = start_adapter(config)
     if t > 1:
         adapter_dir = iteration_dir(run_dir, t - 1) / ADAPTER_DIR
         if not (adapter_dir / GGUF_ADAPTER).exists():
@@ -186,9 +213,11 @@ def _require(d: Path, name: str, stage: str) -> list[dict]:
     return read_jsonl(path)
 
 
-def make_pairs(it_dir: Path, min_gap: float) -> tuple[list[dict], dict]:
+def make_pairs(it_dir: Path, config: PairsConfig) -> tuple[list[dict], dict]:
     """Stage 4 on an iteration folder: pairs.jsonl from responses.jsonl and judgments.jsonl."""
-    records, outcomes = pairs.build_pairs(read_jsonl(it_dir / responses.FILE), read_jsonl(it_dir / judge.FILE), min_gap)
+    tolerance = config.tie_tolerance if config.length_tie_break else None
+    records, outcomes = pairs.build_pairs(read_jsonl(it_dir / responses.FILE), read_jsonl(it_dir / judge.FILE),
+                                          config.min_score_gap, tolerance)
     write_jsonl_atomic(it_dir / pairs.FILE, records)
     return records, outcomes
 
@@ -205,8 +234,12 @@ def iteration_summary(t: int, stats: dict, seconds: dict) -> dict:
         "parse_rate": jud["parse_rate"],
         "score_rate": jud["score_rate"],
         "pairs": par["pairs"],
+        "pair_outcomes": par["outcomes"],
+        "tie_break_changed": par.get("tie_break_changed", 0),
+        "chosen_longer_rate": par["chosen_longer_rate"],
         "mean_score_chosen": par["mean_score_chosen"],
         "mean_score_rejected": par["mean_score_rejected"],
+        "loss_type": tra.get("loss_type", "sigmoid"),
         "dpo_loss_start": tra["loss_start"],
         "dpo_loss_end": tra["loss_end"],
         "reward_accuracy_start": tra["accuracy_start"],
@@ -253,14 +286,16 @@ def _versions() -> dict:
 
 
 def model_for_iteration(run_dir: str | Path, k: int) -> tuple[Path, Path | None]:
-    """(base GGUF, GGUF LoRA adapter or None) of M_k in a run: M_0 is the base, M_k was trained in iteration k."""
-    from .config import load
+    """(base GGUF, GGUF LoRA adapter or None) of M_k in a run: M_0 is the starting model (the base, or the
+    `--init` adapter), M_k was trained in iteration k."""
     from .models import resolve_model_path
 
     run_dir = Path(run_dir)
-    base = resolve_model_path(load(run_dir / "config.toml").model.path or None)
+    config = load(run_dir / "config.toml")
+    base = resolve_model_path(config.model.path or None)
     if k == 0:
-        return base, None
+        start = start_adapter(config)
+        return base, start / GGUF_ADAPTER if start else None
     adapter = iteration_dir(run_dir, k) / ADAPTER_DIR / GGUF_ADAPTER
     if not adapter.exists():
         raise FileNotFoundError(f"M{k} does not exist in {run_dir}: {adapter} is missing (iteration {k} unfinished?)")

@@ -18,12 +18,18 @@ class Pair:
     rejected: Candidate
 
 
-def select_pair(candidates: list[Candidate], min_gap: float = 0.0) -> tuple[Pair | None, str]:
+def select_pair(candidates: list[Candidate], min_gap: float = 0.0,
+                length_tolerance: float | None = None) -> tuple[Pair | None, str]:
     """Chosen = highest mean score, rejected = lowest; (None, reason) when no pair can be made.
 
     Unscored candidates are dropped (never treated as the minimum). Ties for the top or bottom break
     to the first candidate in order; a prompt whose best and worst scores are equal (or closer than
     `min_gap`) gives no pair.
+
+    Length-aware tie-break (Meta-Rewarding's length control), when `length_tolerance` is given: every
+    candidate within `length_tolerance` of the best score counts as best and the shortest of them is chosen;
+    every one within it of the worst counts as worst and the longest of them is rejected. The chosen must
+    still score above the rejected.
     """
     scored = [c for c in candidates if c.score is not None]
     if len(scored) < 2:
@@ -35,14 +41,23 @@ def select_pair(candidates: list[Candidate], min_gap: float = 0.0) -> tuple[Pair
         return None, "tie"
     if gap < min_gap:
         return None, "gap_below_min"
+    if length_tolerance is not None:
+        best = min((c for c in scored if c.score >= best.score - length_tolerance), key=lambda c: len(c.text))
+        worst = max((c for c in scored if c.score <= worst.score + length_tolerance), key=lambda c: len(c.text))
+        if best.score <= worst.score:
+            return None, "tie"
     return Pair(chosen=best, rejected=worst), "ok"
 
 
 FILE = "pairs.jsonl"
 
 
-def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0.0) -> tuple[list[dict], dict]:
-    """Pair records (TRL's `prompt`/`chosen`/`rejected` plus scores and ids) and the count of each outcome."""
+def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0.0,
+                length_tolerance: float | None = None) -> tuple[list[dict], dict]:
+    """Pair records (TRL's `prompt`/`chosen`/`rejected` plus scores and ids) and the count of each outcome.
+
+    With `length_tolerance`, the length-aware tie-break applies; `tie_break_changed` marks the pairs it changed.
+    """
     scores = {j["id"]: j["score"] for j in judgments}
     by_prompt: dict[str, list[dict]] = {}
     for r in responses:
@@ -50,10 +65,11 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
     records, outcomes = [], {}
     for prompt_id, group in by_prompt.items():
         candidates = [Candidate(r["id"], r["response"], scores.get(r["id"])) for r in group]
-        pair, outcome = select_pair(candidates, min_gap)
+        pair, outcome = select_pair(candidates, min_gap, length_tolerance)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if pair is None:
             continue
+        plain, _ = select_pair(candidates, min_gap) if length_tolerance is not None else (pair, outcome)
         finished = {r["id"]: r["finish_reason"] == "stop" for r in group}
         records.append({
             "id": prompt_id,
@@ -66,6 +82,7 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
             "rejected_id": pair.rejected.id,
             "chosen_finished": finished[pair.chosen.id],
             "rejected_finished": finished[pair.rejected.id],
+            "tie_break_changed": plain != pair,
         })
     return records, outcomes
 
@@ -85,4 +102,5 @@ def summarize(records: list[dict], outcomes: dict) -> dict:
         "mean_chars_chosen": mean(len(r["chosen"]) for r in records),
         "mean_chars_rejected": mean(len(r["rejected"]) for r in records),
         "chosen_longer_rate": mean(len(r["chosen"]) > len(r["rejected"]) for r in records),
+        "tie_break_changed": sum(bool(r.get("tie_break_changed")) for r in records),
     }

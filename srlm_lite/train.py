@@ -38,8 +38,16 @@ class TokenizedPair:
         return max(len(self.chosen), len(self.rejected))
 
     @property
+    def chosen_tokens(self) -> int:
+        return len(self.chosen) - self.chosen_prompt_len
+
+    @property
+    def rejected_tokens(self) -> int:
+        return len(self.rejected) - self.rejected_prompt_len
+
+    @property
     def response_tokens(self) -> int:
-        return len(self.chosen) - self.chosen_prompt_len + len(self.rejected) - self.rejected_prompt_len
+        return self.chosen_tokens + self.rejected_tokens
 
 
 def tokenize_pairs(pairs: list[dict], tokenizer: ChatTokenizer, max_length: int) -> tuple[list[TokenizedPair], int]:
@@ -107,21 +115,43 @@ def reference_logps(model, pairs: list[TokenizedPair], out_dir: Path, batch_size
     return {r["id"]: (r["reference_chosen_logps"], r["reference_rejected_logps"]) for r in records}
 
 
-def evaluate(model, pairs, reference, batch_size: int, pad_id: int, beta: float) -> dict:
+def evaluate(model, pairs, reference, batch_size: int, pad_id: int, objective: Objective) -> dict:
     """DPO loss and TRL metrics of the current policy over all pairs (no gradient)."""
     totals: dict[str, float] = {}
     for batch in make_batches(pairs, batch_size):
-        loss, metrics = _batch_loss(model, batch, reference, pad_id, beta)
+        loss, metrics = _batch_loss(model, batch, reference, pad_id, objective)
         for key, value in {"loss": loss, **metrics}.items():
             totals[key] = totals.get(key, 0.0) + float(value) * len(batch)
     return {key: value / len(pairs) for key, value in totals.items()}
 
 
-def _batch_loss(model, batch, reference, pad_id, beta):
+@dataclass(frozen=True)
+class Objective:
+    """Which preference loss and how log-probs enter it (TrainConfig's `loss`, `beta`, `length_normalize`, ...)."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    length_normalize: bool = False
+    rpo_alpha: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "Objective":
+        return cls(config.beta, config.loss, config.length_normalize, config.rpo_alpha)
+
+
+def _batch_loss(model, batch, reference, pad_id, objective: Objective):
+    """The objective on one batch; with `length_normalize`, every log-prob (policy and reference) is per token."""
     chosen, rejected = batch_logps(model, batch, pad_id)
     ref_c = mx.array([reference[p.id][0] for p in batch])
     ref_r = mx.array([reference[p.id][1] for p in batch])
-    return dpo_loss(chosen, rejected, ref_c, ref_r, beta)
+    n_c = mx.array([p.chosen_tokens for p in batch])
+    n_r = mx.array([p.rejected_tokens for p in batch])
+    if objective.length_normalize:
+        chosen, ref_c = chosen / n_c, ref_c / n_c
+        rejected, ref_r = rejected / n_r, ref_r / n_r
+        n_c = mx.ones_like(n_c)  # the RPO term is then already per token
+    return dpo_loss(chosen, rejected, ref_c, ref_r, objective.beta, loss_type=objective.loss_type,
+                    chosen_lengths=n_c, rpo_alpha=objective.rpo_alpha)
 
 
 def train_dpo(model, pairs: list[TokenizedPair], reference: dict, config: TrainConfig, out_dir: Path, *,
@@ -130,7 +160,8 @@ def train_dpo(model, pairs: list[TokenizedPair], reference: dict, config: TrainC
     log = StageFile(out_dir / LOG_FILE)
     log.reset()
     optimizer = optim.Adam(learning_rate=config.learning_rate)
-    loss_and_grad = nn.value_and_grad(model, lambda m, batch: _batch_loss(m, batch, reference, pad_id, config.beta))
+    objective = Objective.from_config(config)
+    loss_and_grad = nn.value_and_grad(model, lambda m, batch: _batch_loss(m, batch, reference, pad_id, objective))
     batches = make_batches(pairs, config.batch_size)
     total_steps = len(batches) * config.epochs
     step, records = 0, []
@@ -181,12 +212,14 @@ def run(pairs: list[dict], out_dir: Path, config: TrainConfig, *, base_model: Pa
     reference = reference_logps(model, tokenized, out_dir, config.batch_size * 2, pad_id, progress)
     records = train_dpo(model, tokenized, reference, config, out_dir, pad_id=pad_id,
                         seed=derive_seed(run_seed, iteration, "train"), progress=progress)
-    end = evaluate(model, tokenized, reference, config.batch_size * 2, pad_id, config.beta)
+    end = evaluate(model, tokenized, reference, config.batch_size * 2, pad_id, Objective.from_config(config))
     save_adapter(model, adapter_dir, lora_config)
     export_gguf_lora(adapter_dir, adapter_dir / GGUF_ADAPTER)
     seconds = time.perf_counter() - started
     train_seconds = sum(r["seconds"] for r in records)
     summary = {
+        "loss_type": config.loss,
+        "length_normalize": config.length_normalize,
         "pairs_trained": len(tokenized),
         "pairs_skipped": skipped,
         "steps": len(records),

@@ -57,3 +57,45 @@ def test_log_sigmoid_is_stable_for_large_inputs():
 def test_loss_gradient_pushes_chosen_up():
     grad = mx.grad(lambda pc: dpo_loss(pc, mx.array([-4.0]), mx.array([-4.0]), mx.array([-4.0]), 0.1)[0])
     assert float(grad(mx.array([-4.0]))[0]) == pytest.approx(-0.05, abs=1e-6)  # -beta * sigmoid(0) = -0.05
+
+
+# ---------------------------------------------------------------- variants (issue 6), hand-computed
+def _variant(loss_type, pc, pr, rc, rr, beta=0.1, **kw):
+    loss, metrics = dpo_loss(mx.array(pc), mx.array(pr), mx.array(rc), mx.array(rr), beta, loss_type=loss_type, **kw)
+    return float(loss), {k: float(v) for k, v in metrics.items()}
+
+
+def test_ipo_is_squared_distance_to_half_inverse_beta():
+    # h = 2, 1/(2 beta) = 5: (2 - 5)^2 = 9; at h = 5 the loss is 0
+    assert _variant("ipo", [-3.0], [-5.0], [-5.0], [-5.0])[0] == pytest.approx(9.0, abs=1e-6)
+    assert _variant("ipo", [0.0], [-5.0], [0.0], [0.0])[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hinge_is_zero_past_the_margin():
+    assert _variant("hinge", [-3.0], [-5.0], [-5.0], [-5.0])[0] == pytest.approx(0.8, abs=1e-6)  # 1 - 0.2
+    assert _variant("hinge", [0.0], [-20.0], [0.0], [0.0])[0] == pytest.approx(0.0, abs=1e-6)  # 1 - 2 < 0
+
+
+def test_rpo_adds_per_token_nll_of_chosen():
+    # sigmoid part 0.598139 (h = 2); chosen log-prob -3 over 3 tokens: NLL 1.0; alpha 0.5 -> + 0.5
+    loss, m = _variant("rpo", [-3.0], [-5.0], [-5.0], [-5.0], chosen_lengths=mx.array([3]), rpo_alpha=0.5)
+    assert loss == pytest.approx(0.598139 + 0.5, abs=1e-6)
+    assert m["nll_loss"] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        _variant("rpo", [-3.0], [-5.0], [-5.0], [-5.0])
+
+
+def test_rpo_gradient_pulls_chosen_up_more_than_dpo():
+    def grad_for(loss_type):
+        def f(pc):
+            return dpo_loss(pc, mx.array([-4.0]), mx.array([-4.0]), mx.array([-4.0]), 0.1, loss_type=loss_type,
+                            chosen_lengths=mx.array([4]))[0]
+        return float(mx.grad(f)(mx.array([-4.0]))[0])
+
+    assert grad_for("sigmoid") == pytest.approx(-0.05, abs=1e-6)
+    assert grad_for("rpo") == pytest.approx(-0.05 - 0.25, abs=1e-6)  # d/dpc of -pc/4 is -1/4
+
+
+def test_unknown_loss_type_is_an_error():
+    with pytest.raises(ValueError, match="unknown loss_type"):
+        _variant("kto", [-3.0], [-5.0], [-5.0], [-5.0])

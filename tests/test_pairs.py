@@ -45,3 +45,33 @@ def test_build_pairs_records_are_trl_shaped():
     assert {k: record[k] for k in ("id", "prompt", "chosen", "rejected", "score_chosen", "score_rejected")} == {
         "id": "p1", "prompt": "Q1", "chosen": "a1", "rejected": "a0", "score_chosen": 4.0, "score_rejected": 2.0}
     assert record["chosen_id"] == "p1-r1" and record["rejected_id"] == "p1-r0"
+
+
+def t(i, score, text):
+    return Candidate(id=f"r{i}", text=text, score=score)
+
+
+def test_length_tie_break_prefers_shorter_best_and_longer_worst():
+    cands = [t(0, 4.0, "x" * 300), t(1, 3.9, "x" * 50), t(2, 1.0, "x" * 40), t(3, 1.2, "x" * 400)]
+    pair, _ = select_pair(cands)
+    assert (pair.chosen.id, pair.rejected.id) == ("r0", "r2")  # plain: top and bottom scores
+    pair, reason = select_pair(cands, length_tolerance=0.25)
+    assert reason == "ok" and (pair.chosen.id, pair.rejected.id) == ("r1", "r3")
+    pair, _ = select_pair(cands, length_tolerance=0.05)  # 3.9 and 1.2 are no longer near-equal
+    assert (pair.chosen.id, pair.rejected.id) == ("r0", "r2")
+
+
+def test_length_tie_break_never_pairs_a_lower_chosen():
+    # every answer within the tolerance of both ends: the shortest (2.0) would be chosen over the longest (2.1)
+    pair, reason = select_pair([t(0, 2.0, "ab"), t(1, 2.1, "abcdef")], length_tolerance=0.5)
+    assert pair is None and reason == "tie"
+
+
+def test_build_pairs_marks_pairs_the_tie_break_changed():
+    responses = [{"id": f"p1-r{k}", "prompt_id": "p1", "prompt": "Q", "response": text, "finish_reason": "stop"}
+                 for k, text in enumerate(["long " * 20, "short", "bad"])]
+    judgments = [{"id": "p1-r0", "score": 4.0}, {"id": "p1-r1", "score": 3.8}, {"id": "p1-r2", "score": 1.0}]
+    (plain,), _ = build_pairs(responses, judgments)
+    (aware,), _ = build_pairs(responses, judgments, length_tolerance=0.25)
+    assert plain["chosen"].startswith("long") and not plain["tie_break_changed"]
+    assert aware["chosen"] == "short" and aware["tie_break_changed"]

@@ -12,8 +12,8 @@ mx = import_mlx()
 from srlm_lite.config import TrainConfig  # noqa: E402
 from srlm_lite.lora import attach_lora  # noqa: E402
 from srlm_lite.runs import read_jsonl  # noqa: E402
-from srlm_lite.train import (TokenizedPair, collate, evaluate, make_batches, reference_logps,  # noqa: E402
-                             sequence_logps, train_dpo)
+from srlm_lite.train import (Objective, TokenizedPair, _batch_loss, collate, evaluate, make_batches,  # noqa: E402
+                             reference_logps, sequence_logps, train_dpo)
 
 
 def _manual_logps(model, row: list[int], prompt_len: int) -> float:
@@ -57,7 +57,7 @@ def test_dpo_on_tiny_model_starts_at_ln2_and_falls(tiny_model, tmp_path):
     records = train_dpo(tiny_model, pairs, reference, config, tmp_path, pad_id=0, seed=0)
     assert records[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
     assert records[0]["rewards/accuracies"] == 0.0
-    end = evaluate(tiny_model, pairs, reference, 4, 0, config.beta)
+    end = evaluate(tiny_model, pairs, reference, 4, 0, Objective.from_config(config))
     assert end["loss"] < 0.6 and end["rewards/accuracies"] > 0.8 and end["rewards/margins"] > 0
     log = read_jsonl(tmp_path / "train_log.jsonl")
     assert len(log) == 16 and {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
@@ -70,3 +70,27 @@ def test_batches_are_length_bucketed():
     batches = make_batches(pairs, 4)
     lengths = [max(p.length for p in b) for b in batches]
     assert lengths == sorted(lengths) and sum(len(b) for b in batches) == 20
+
+
+def test_length_normalize_divides_policy_and_reference_by_response_tokens(tiny_model):
+    pairs = [TokenizedPair("a", [1, 5, 9, 40, 41, 42, 2], [1, 5, 9, 77, 2], 3, 3)]  # 4 and 2 response tokens
+    reference = {"a": (-20.0, -6.0)}
+    chosen, rejected = (float(v[0]) for v in _logps(tiny_model, pairs))
+    for normalize, (nc, nr) in ((False, (1, 1)), (True, (4, 2))):
+        loss, m = _batch_loss(tiny_model, pairs, reference, 0, Objective(beta=0.5, length_normalize=normalize))
+        h = (chosen / nc + 20.0 / nc) - (rejected / nr + 6.0 / nr)
+        assert float(loss) == pytest.approx(math.log1p(math.exp(-0.5 * h)), abs=1e-4)
+        assert float(m["logps/chosen"]) == pytest.approx(chosen / nc, abs=1e-4)
+
+
+def test_rpo_objective_reports_nll_per_chosen_token(tiny_model):
+    pairs = [TokenizedPair("a", [1, 5, 9, 40, 41, 42, 2], [1, 5, 9, 77, 2], 3, 3)]
+    chosen, _ = (float(v[0]) for v in _logps(tiny_model, pairs))
+    loss, m = _batch_loss(tiny_model, pairs, {"a": (chosen, -6.0)}, 0, Objective(loss_type="rpo", rpo_alpha=1.0))
+    assert float(m["nll_loss"]) == pytest.approx(-chosen / 4, abs=1e-4)
+
+
+def _logps(model, pairs):
+    from srlm_lite.train import batch_logps
+
+    return batch_logps(model, pairs, 0)
