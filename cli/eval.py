@@ -78,9 +78,12 @@ def eval_group() -> None:
                    "forced 'The better response is Response', in both orders (a tie when they disagree).")
 @click.option("--judge-samples", type=click.IntRange(min=1),
               help="Pointwise: verdicts per answer, averaged. [default: the run's judge.judge_samples, else 3]")
+@click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected"]),
+              help="Pointwise: how a verdict is scored (see `iterate --help`). [default: the run's judge.mode]")
 @_model_options
 @_common_options
-def judge_command(pairs_file, mode, judge_samples, run_dir, iteration, model_path, limit, seed, items_out, as_json):
+def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, limit, seed, items_out,
+                  as_json):
     """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
     import dataclasses
 
@@ -88,8 +91,11 @@ def judge_command(pairs_file, mode, judge_samples, run_dir, iteration, model_pat
     from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
 
     spec, config = _resolve(run_dir, iteration, model_path)
-    judge_config = config.judge if judge_samples is None else dataclasses.replace(config.judge,
-                                                                                  judge_samples=judge_samples)
+    judge_config = config.judge
+    if judge_samples is not None:
+        judge_config = dataclasses.replace(judge_config, judge_samples=judge_samples)
+    if judge_mode is not None:
+        judge_config = dataclasses.replace(judge_config, mode=judge_mode)
     try:
         pairs, rankings = load_judge_file(pairs_file, limit)
         err.print(f"[bold]eval judge[/bold] ({mode}) of {spec.label} on {len(pairs)} pairs"

@@ -34,9 +34,11 @@ def _default(dotted: str) -> str:
 @click.option("--samples", type=int, help=f"Candidate responses per prompt (N). {_default('responses.samples')}")
 @click.option("--judge-samples", type=int,
               help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
-@click.option("--judge-mode", type=click.Choice(["forced", "sampled"]),
-              help="forced: when the judge writes no 'Score: X', read the expected score from its digit "
-                   "distribution after 'Score: ' (always scores); sampled: free-text verdicts only (paper). "
+@click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected"]),
+              help="forced: J sampled justifications; when one writes no 'Score: X', the expected score is read from "
+                   "the digit distribution after a forced 'Score: ' (always scores); sampled: free-text verdicts only "
+                   "(paper; a small model rarely writes a score); expected: no justification, one forward pass per "
+                   "response (fastest, deterministic; J is ignored). "
                    f"{_default('judge.mode')}")
 @click.option("--max-tokens", type=int,
               help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "rpo")  # srlm_lite.dpo implements them; kept here so config imports no MLX
+JUDGE_MODES = ("forced", "sampled", "expected")
 
 
 def _opt(default, help: str):
@@ -22,6 +23,9 @@ class ModelConfig:
     n_ctx: int = _opt(2048, "llama.cpp context length (the judge prompt alone exceeds llama.cpp's 512 default)")
     n_threads: int = _opt(0, "llama.cpp threads; 0 = all cores")
     n_batch: int = _opt(512, "llama.cpp prompt batch size")
+    batched: bool = _opt(True, "decode the N candidates (and J judge justifications) of one prompt together in one "
+                         "llama.cpp multi-sequence batch sharing the prompt's KV cache; false = one after another "
+                         "(same distribution, slower)")
 
 
 @dataclass
@@ -53,7 +57,8 @@ class JudgeConfig:
         "forced",
         "forced: sampled justification, then the score read as the expected value of the digit distribution "
         "after 'Score: ' when the judge wrote none (always scores); sampled: the paper's free-text verdict only "
-        "(a small raw model rarely writes a score, so few pairs)",
+        "(a small raw model rarely writes a score, so few pairs); expected: no justification, one forward pass "
+        "per response reading the expected digit after 'Score: ' (fastest, deterministic, J ignored)",
     )
     temperature: float = _opt(0.7, "sampling temperature of the judgment")
     top_p: float = _opt(0.9, "nucleus sampling of the judgment")
@@ -170,7 +175,7 @@ def validate(config: RunConfig) -> None:
         (config.instructions.num_prompts >= 1, "instructions.num_prompts must be >= 1"),
         (config.responses.samples >= 2, "responses.samples must be >= 2 (a pair needs two candidates)"),
         (config.judge.judge_samples >= 1, "judge.judge_samples must be >= 1"),
-        (config.judge.mode in ("forced", "sampled"), "judge.mode must be 'forced' or 'sampled'"),
+        (config.judge.mode in JUDGE_MODES, f"judge.mode must be one of {', '.join(JUDGE_MODES)}"),
         (0.0 <= config.instructions.rouge_threshold <= 1.0, "instructions.rouge_threshold must be in [0, 1]"),
         (config.train.batch_size >= 1 and config.train.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
         (config.model.n_ctx >= 512, "model.n_ctx must be >= 512"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable
 
 from .config import JudgeConfig
-from .engines.base import Engine
+from .engines.base import Engine, complete_n
 from .runs import StageFile, derive_seed
 from .scores import SCORE_MAX, SCORE_MIN, expected_score, mean_score, parse_score
 from .templates import load_template
@@ -22,11 +23,29 @@ def judge_prompt(engine: Engine, instruction: str, response: str) -> str:
     return engine.chat_prompt(load_template("judge").render(instruction=instruction, response=response))
 
 
-def judge_once(engine: Engine, prompt: str, config: JudgeConfig, seed: int) -> dict:
-    """One verdict. The score is parsed from the judge's own text only; in forced mode, when it wrote none,
-    `Score: ` is appended and the score is the expected value of its distribution over the digits 0-5."""
-    out = engine.complete(prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p,
-                          seed=seed)
+def verdicts(engine: Engine, prompt: str, config: JudgeConfig, seeds: list[int]) -> list[dict]:
+    """One verdict per seed, the texts sampled together (`complete_n`). The score is parsed from the judge's own
+    text only; in forced mode, when it wrote none, `Score: ` is appended and the score is the expected value of
+    its distribution over the digits 0-5."""
+    if config.mode == "expected":
+        return [expected_verdict(engine, prompt, config.min_digit_mass)]
+    outs = complete_n(engine, prompt, seeds=seeds, max_tokens=config.max_tokens, temperature=config.temperature,
+                      top_p=config.top_p)
+    return [_verdict(engine, prompt, config, seed, out) for seed, out in zip(seeds, outs)]
+
+
+def expected_verdict(engine: Engine, prompt: str, min_mass: float) -> dict:
+    """The "expected" judge: no justification; the answer is forced to start with `Score: ` and the score is the
+    expected value over the digits 0-5. One forward pass (the rubric's KV cache reused), deterministic."""
+    logprobs = engine.next_token_logprobs(prompt + FORCED_PREFIX.lstrip("\n"), SCORE_TOKENS)
+    digit_logprobs = {int(token): lp for token, lp in logprobs.items()}
+    score = expected_score(digit_logprobs, min_mass)
+    return {"text": "", "seed": None, "score": None if score is None else round(score, 4),
+            "source": "expected" if score is not None else "none",
+            "digit_mass": round(sum(math.exp(lp) for lp in digit_logprobs.values()), 4)}
+
+
+def _verdict(engine: Engine, prompt: str, config: JudgeConfig, seed: int, out) -> dict:
     score = parse_score(out.text)
     verdict = {"text": out.text, "seed": seed, "score": score, "source": "parsed" if score is not None else "none"}
     if score is None and config.mode == "forced":
@@ -36,7 +55,7 @@ def judge_once(engine: Engine, prompt: str, config: JudgeConfig, seed: int) -> d
         verdict.update(
             score=None if score is None else round(score, 4),
             source="expected" if score is not None else "none",
-            digit_mass=round(sum(2.718281828459045 ** lp for lp in digit_logprobs.values()), 4),
+            digit_mass=round(sum(math.exp(lp) for lp in digit_logprobs.values()), 4),
         )
     return verdict
 
@@ -61,15 +80,13 @@ def run(
         if item["id"] in done:
             continue
         prompt = judge_prompt(engine, item["prompt"], item["response"])
-        verdicts = [
-            judge_once(engine, prompt, config, derive_seed(run_seed, iteration, "judge", item["id"], j))
-            for j in range(config.judge_samples)
-        ]
+        seeds = [derive_seed(run_seed, iteration, "judge", item["id"], j) for j in range(config.judge_samples)]
+        found = verdicts(engine, prompt, config, seeds)
         stage.append({
             "id": item["id"],
             "prompt_id": item["prompt_id"],
-            "judgments": verdicts,
-            "score": mean_score([v["score"] for v in verdicts]),
+            "judgments": found,
+            "score": mean_score([v["score"] for v in found]),
         })
         if progress:
             progress("judge", index + 1, len(responses))

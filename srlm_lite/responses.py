@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import ResponsesConfig
-from .engines.base import Engine
+from .engines.base import Engine, complete_n
 from .runs import StageFile, derive_seed
 
 FILE = "responses.jsonl"
@@ -23,7 +23,9 @@ def run(
     iteration: int,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    """One record per (prompt, sample): id `<prompt id>-r<k>`, seeded by (run seed, iteration, prompt, sample)."""
+    """One record per (prompt, sample): id `<prompt id>-r<k>`, seeded by (run seed, iteration, prompt, sample).
+
+    The N candidates of a prompt are drawn together (`complete_n`: one llama.cpp batch on the real engine)."""
     stage = StageFile(out_dir / FILE)
     if stage.done:
         return summarize(stage.records(), seconds=0.0)
@@ -32,18 +34,17 @@ def run(
     order = []
     total = len(prompts) * config.samples
     for p_index, item in enumerate(prompts):
-        chat_prompt = engine.chat_prompt(item["prompt"])
-        for k in range(config.samples):
-            record_id = f"{item['id']}-r{k}"
-            order.append(record_id)
-            if record_id in done:
-                continue
-            seed = derive_seed(run_seed, iteration, "responses", p_index, k)
-            out = engine.complete(
-                chat_prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p, seed=seed
-            )
+        ids = [f"{item['id']}-r{k}" for k in range(config.samples)]
+        order += ids
+        todo = [k for k, record_id in enumerate(ids) if record_id not in done]
+        if not todo:
+            continue
+        seeds = [derive_seed(run_seed, iteration, "responses", p_index, k) for k in todo]
+        outs = complete_n(engine, engine.chat_prompt(item["prompt"]), seeds=seeds, max_tokens=config.max_tokens,
+                          temperature=config.temperature, top_p=config.top_p)
+        for k, seed, out in zip(todo, seeds, outs):
             stage.append({
-                "id": record_id,
+                "id": ids[k],
                 "prompt_id": item["id"],
                 "prompt": item["prompt"],
                 "response": out.text.strip(),
@@ -51,8 +52,8 @@ def run(
                 "finish_reason": out.finish_reason,
                 "seed": seed,
             })
-            if progress:
-                progress("responses", len(order), total)
+        if progress:
+            progress("responses", len(order), total)
     records = stage.complete(order)
     return summarize(records, seconds=time.perf_counter() - started)
 

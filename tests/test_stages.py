@@ -51,7 +51,7 @@ def test_stage_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         responses.run(ScriptedEngine(fail_after=7), prompts, tmp_path, config, run_seed=1, iteration=1)
     stage = StageFile(tmp_path / responses.FILE)
-    assert not stage.done and len(stage.records()) == 7
+    assert not stage.done and len(stage.records()) == 4  # a prompt's candidates are written once all are drawn
     with open(stage.partial, "a") as fh:  # a torn line, as a kill mid-write leaves
         fh.write('{"id": "p1-r3", "prom')
     responses.run(ScriptedEngine(), prompts, tmp_path, config, run_seed=1, iteration=1)
@@ -90,3 +90,16 @@ def test_judge_parses_the_judges_own_score(tmp_path):
     assert stats["parse_rate"] == 1.0
     records, outcomes = pairs.build_pairs(candidates, read_jsonl(tmp_path / judge.FILE))
     assert outcomes == {"ok": 1} and records[0]["chosen_id"] == "p0-r3" and records[0]["rejected_id"] == "p0-r1"
+
+
+def test_judge_expected_mode_is_one_pass_without_generation(tmp_path):
+    candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "x" * (30 * k + 5),
+                   "finish_reason": "stop"} for k in range(4)]
+    engine = ScriptedEngine()
+    stats = judge.run(engine, candidates, tmp_path, JudgeConfig(mode="expected", judge_samples=3), run_seed=0,
+                      iteration=1)
+    assert engine.calls == 0 and stats["judgments"] == 4 and stats["score_rate"] == 1.0
+    records = read_jsonl(tmp_path / judge.FILE)
+    assert all(len(r["judgments"]) == 1 and r["judgments"][0]["source"] == "expected" for r in records)
+    scores = [r["score"] for r in records]
+    assert scores == sorted(scores) and scores[0] < scores[-1]

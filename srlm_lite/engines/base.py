@@ -28,3 +28,13 @@ class Engine(Protocol):
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         """Log-probabilities of each single-token candidate string as the next token after `prompt`."""
+
+
+def complete_n(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens: int, temperature: float,
+               top_p: float, stop: Sequence[str] = ()) -> list[Completion]:
+    """One completion per seed: the engine's own `complete_n` (batched) when it has one, else one by one."""
+    if hasattr(engine, "complete_n"):
+        return engine.complete_n(prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                 stop=stop)
+    return [engine.complete(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+            for seed in seeds]

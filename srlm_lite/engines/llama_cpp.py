@@ -43,6 +43,27 @@ def _extra_buffers_off():
         llama_module.llama_cpp.llama_model_default_params = original
 
 
+@contextlib.contextmanager
+def _multi_sequence_context(n_seq_max: int):
+    """llama-cpp-python has no flag for n_seq_max either: a context for `n_seq_max` sequences sharing one KV
+    cache (unified: every sequence may use the whole context, and a shared prompt's cells are shared)."""
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_context_default_params
+
+    def patched():
+        params = original()
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        return params
+
+    llama_module.llama_cpp.llama_context_default_params = patched
+    try:
+        yield
+    finally:
+        llama_module.llama_cpp.llama_context_default_params = original
+
+
 def load_llama(
     model_path: str | Path,
     *,
@@ -52,17 +73,20 @@ def load_llama(
     n_batch: int = 512,
     logits_all: bool = False,
     seed: int = 0,
+    n_seq_max: int = 1,
 ):
     """A llama_cpp.Llama with every default that hurts set explicitly (context, threads, seed, logging).
 
     On CPUs with AMX the extra buffer types are off (see `_extra_buffers_off`); SRLM_LLAMA_EXTRA_BUFTS=1 keeps them.
+    `n_seq_max` > 1 makes a context for multi-sequence batches (see `multiseq.py`).
     """
     from llama_cpp import Llama
 
     threads = n_threads or os.cpu_count() or 1
     keep = os.environ.get("SRLM_LLAMA_EXTRA_BUFTS", "") == "1"
     guard = _extra_buffers_off() if (llama_has_amx() and not keep) else contextlib.nullcontext()
-    with guard:
+    multi = _multi_sequence_context(n_seq_max) if n_seq_max > 1 else contextlib.nullcontext()
+    with guard, multi:
         return Llama(
             model_path=str(model_path),
             lora_path=str(lora_path) if lora_path else None,
@@ -88,18 +112,23 @@ class LlamaCppEngine:
         n_ctx: int = 2048,
         n_threads: int = 0,
         n_batch: int = 512,
+        batched: bool = True,
     ):
+        from .multiseq import MAX_SEQUENCES, MultiSequenceSampler
+
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path else None
-        self.llm = load_llama(model_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+        self.llm = load_llama(model_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                              n_seq_max=MAX_SEQUENCES if batched else 1)
         self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
         self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
+        self._multi = MultiSequenceSampler(self.llm, self.tokenizer.eos_token_id) if batched else None
 
     @classmethod
     def from_config(cls, model_path: str | Path, config, lora_path: str | Path | None = None) -> "LlamaCppEngine":
-        """An engine with a run's `[model]` settings (a ModelConfig: context, threads, batch)."""
+        """An engine with a run's `[model]` settings (a ModelConfig: context, threads, batch, batched sampling)."""
         return cls(model_path, lora_path=lora_path, n_ctx=config.n_ctx, n_threads=config.n_threads,
-                   n_batch=config.n_batch)
+                   n_batch=config.n_batch, batched=config.batched)
 
     def chat_prompt(self, user: str) -> str:
         return self.tokenizer.prompt_text(user)
@@ -128,6 +157,24 @@ class LlamaCppEngine:
         choice = out["choices"][0]
         finish = "length" if choice["finish_reason"] == "length" else "stop"
         return Completion(text=choice["text"], n_tokens=out["usage"]["completion_tokens"], finish_reason=finish)
+
+    def complete_n(
+        self, prompt: str, *, seeds: Sequence[int], max_tokens: int, temperature: float, top_p: float,
+        stop: Sequence[str] = (),
+    ) -> list[Completion]:
+        """One completion per seed. Batched engines decode them together (one llama_decode per step for all, the
+        prompt evaluated once); otherwise one `complete` after another. Same distribution either way."""
+        if self._multi is None or len(seeds) == 1:
+            return [self.complete(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                  stop=stop) for seed in seeds]
+        from .multiseq import MAX_SEQUENCES
+
+        tokens = self.encode(prompt)
+        out: list[Completion] = []
+        for start in range(0, len(seeds), MAX_SEQUENCES):
+            out += self._multi.sample(tokens, seeds[start:start + MAX_SEQUENCES], max_tokens=max_tokens,
+                                      temperature=temperature, top_p=top_p, stop=stop)
+        return out
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         ids = {c: self._single_token(c) for c in candidates}

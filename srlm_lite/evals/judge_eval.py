@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..config import JudgeConfig
 from ..engines.base import Engine
-from ..judge import judge_once, judge_prompt
+from ..judge import judge_prompt, verdicts
 from ..runs import derive_seed
 from ..scores import mean_score
 from ..stats import pair_credit, proportion, ranking_metrics
@@ -59,8 +59,8 @@ def pointwise_score(engine: Engine, instruction: str, response: str, config: Jud
                     seeds: list[int]) -> dict:
     """The run's rubric judge on one response: J verdicts (one per seed) and their mean score."""
     prompt = judge_prompt(engine, instruction, response)
-    verdicts = [judge_once(engine, prompt, config, seed) for seed in seeds]
-    return {"score": mean_score([v["score"] for v in verdicts]), "verdicts": verdicts}
+    found = verdicts(engine, prompt, config, seeds)
+    return {"score": mean_score([v["score"] for v in found]), "verdicts": found}
 
 
 def pairwise_prompt(engine: Engine, instruction: str, first: str, second: str) -> str:
