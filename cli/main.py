@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 
 from srlm_lite import __version__
+from .bench import bench
 from .chat import chat
 from .doctor import doctor
 from .eval import eval_group
 from .iterate import iterate
 from .report import report
+from .sft import eft, sft
 from .stages import STAGE_COMMANDS
 
 
@@ -24,6 +26,9 @@ cli.add_command(doctor)
 cli.add_command(eval_group)
 cli.add_command(report)
 cli.add_command(chat)
+cli.add_command(bench)
+cli.add_command(sft)
+cli.add_command(eft)
 for command in STAGE_COMMANDS:
     cli.add_command(command)
 

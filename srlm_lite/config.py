@@ -117,6 +117,20 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class SFTConfig:
+    """`srlm-lite sft`: supervised LoRA fine-tuning (IFT + EFT), the paper's seed stage that makes M1."""
+
+    learning_rate: float = _opt(1e-4, "Adam learning rate of the LoRA weights")
+    epochs: int = _opt(2, "passes over the examples")
+    batch_size: int = _opt(4, "examples per optimizer step")
+    lora_rank: int = _opt(8, "LoRA rank")
+    lora_scale: float = _opt(20.0, "LoRA scale (mlx-lm convention)")
+    lora_layers: int = _opt(-1, "transformer blocks given LoRA, counted from the top; -1 = all")
+    max_length: int = _opt(1024, "token limit of prompt + response (a judge prompt with its answer is ~700)")
+    seed: int = _opt(0, "shuffling and LoRA initialisation seed")
+
+
 class ConfigError(ValueError):
     """A config file or override names an unknown key or gives a value of the wrong type."""
 
