@@ -9,6 +9,9 @@ from .ui import err, out, print_json_last, progress_hooks
 
 
 def _model_options(command):
+    command = click.option("--adapter", type=click.Path(exists=True),
+                           help="With or without --model: apply this LoRA (an `srlm-lite sft --out` directory or a "
+                                "GGUF LoRA file).")(command)
     command = click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
                            help="A GGUF model file (default: the embedded SmolLM2-135M-Instruct).")(command)
     command = click.option("--iteration", type=int, help="With --run: evaluate M_K (0 = the base model M0).")(command)
@@ -27,17 +30,17 @@ def _common_options(command):
     return command
 
 
-def _resolve(run_dir, iteration, model_path):
+def _resolve(run_dir, iteration, model_path, adapter=None):
     from srlm_lite.evals import resolve_model, run_config
 
-    if run_dir and model_path:
-        raise click.UsageError("give either --run DIR --iteration K or --model PATH, not both")
+    if run_dir and (model_path or adapter):
+        raise click.UsageError("give either --run DIR --iteration K or --model PATH / --adapter, not both")
     if run_dir and iteration is None:
         raise click.UsageError("--run needs --iteration K (0 = the base model M0)")
     if iteration is not None and not run_dir:
         raise click.UsageError("--iteration needs --run DIR")
     try:
-        return resolve_model(run_dir, iteration, model_path), run_config(run_dir)
+        return resolve_model(run_dir, iteration, model_path, adapter), run_config(run_dir)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -82,15 +85,15 @@ def eval_group() -> None:
               help="Pointwise: how a verdict is scored (see `iterate --help`). [default: the run's judge.mode]")
 @_model_options
 @_common_options
-def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, limit, seed, items_out,
-                  as_json):
+def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, adapter, limit, seed,
+                  items_out, as_json):
     """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
     import dataclasses
 
     from srlm_lite import evals
     from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
 
-    spec, config = _resolve(run_dir, iteration, model_path)
+    spec, config = _resolve(run_dir, iteration, model_path, adapter)
     judge_config = config.judge
     if judge_samples is not None:
         judge_config = dataclasses.replace(judge_config, judge_samples=judge_samples)
@@ -143,13 +146,13 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy (IFEval's setting).")
 @_model_options
 @_common_options
-def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, model_path, limit, seed, items_out,
-                   as_json):
+def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, model_path, adapter, limit, seed,
+                   items_out, as_json):
     """Answer IFEval prompts and check them with if-verifiable's checkers: prompt/instruction-level, strict/loose."""
     from srlm_lite import evals
     from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval, offline_checkers
 
-    spec, config = _resolve(run_dir, iteration, model_path)
+    spec, config = _resolve(run_dir, iteration, model_path, adapter)
     try:
         records = load_ifeval(prompts_file, limit)
         offline_checkers()

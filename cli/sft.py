@@ -63,6 +63,7 @@ def eft() -> None:
               help="Labelled pairs JSONL: instruction, response_a, response_b, preferred (a/b).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="EFT JSONL to write.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), help="Judge GGUF (default: the embedded one).")
+@click.option("--adapter", type=click.Path(exists=True), help="Judge with this LoRA applied (`sft --out` dir or GGUF).")
 @click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True,
               help="Verdicts per answer; each sample's two verdicts are kept when they agree with the label.")
 @click.option("--max-tokens", type=click.IntRange(min=8), default=96, show_default=True,
@@ -73,7 +74,7 @@ def eft() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
-def eft_build(pairs_file, out_file, model, samples, max_tokens, balance_scores, balance_lengths, limit, seed, as_json):
+def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance_scores, balance_lengths, limit, seed, as_json):
     """Judge labelled pairs with the rubric; keep each verdict pair whose score order agrees with the label."""
     from srlm_lite import eft as eft_lib
     from srlm_lite import evals
@@ -83,7 +84,7 @@ def eft_build(pairs_file, out_file, model, samples, max_tokens, balance_scores, 
 
     try:
         pairs, _ = load_judge_file(pairs_file, limit)
-        engine = evals.open_engine(evals.resolve_model(model_path=model))
+        engine = evals.open_engine(evals.resolve_model(model_path=model, adapter=adapter))
         config = JudgeConfig(judge_samples=samples, max_tokens=max_tokens)
         err.print(f"[bold]eft build[/bold]: {len(pairs)} pairs x 2 answers x {samples} verdicts")
         with progress_hooks() as hooks:

@@ -17,6 +17,8 @@ from srlm_lite.runs import read_json, read_jsonl
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 SMALL = """\
 iterations = 2
 seed = 7
@@ -42,7 +44,13 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def small_run(tmp_path_factory, real_model_path):
     root = tmp_path_factory.mktemp("e2e")
     (root / "small.toml").write_text(SMALL)
-    done = _cli("iterate", "--config", str(root / "small.toml"), "--out", str(root / "run"), "--json", timeout=1800)
+    evals = []
+    if DATA.exists():  # two items of each evaluation after every iteration (and of M0)
+        evals = ["--eval", f"judge={DATA / 'alpaca_eval_prefs' / 'dev.jsonl'}",
+                 "--eval", f"ifeval={DATA / 'ifeval' / 'dev.jsonl'}",
+                 "--eval", f"h2h={DATA / 'mt_bench' / 'question.jsonl'}", "--eval-limit", "2"]
+    done = _cli("iterate", "--config", str(root / "small.toml"), "--out", str(root / "run"), "--json", *evals,
+                timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "run", json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -82,6 +90,17 @@ def test_json_summary_has_the_promised_fields(small_run):
             assert key in it
         assert it["judged"] == it["responses"] == 12
         assert it["dpo_loss_end"] < it["dpo_loss_start"]
+
+
+def test_iterate_eval_writes_each_models_evaluations(small_run):
+    run, result = small_run
+    if not DATA.exists():
+        pytest.skip("../shared/data is not beside the project")
+    assert set(result["evals"]) == {"M0", "M1", "M2"}
+    assert set(result["evals"]["M0"]) == {"judge", "ifeval"} and set(result["evals"]["M2"]) == {"judge", "ifeval", "h2h"}
+    assert result["evals"]["M1"]["judge"]["n"] == 2 and result["evals"]["M2"]["h2h"]["n"] == 2
+    assert (run / "evals" / "judge_M0.json").exists() and (run / "iter_2" / "eval_ifeval.json").exists()
+    assert read_json(run / "iter_1" / "eval_h2h.json")["b"] == "M0"
 
 
 def test_iteration_2_sampled_from_the_model_trained_in_iteration_1(small_run, real_model_path):

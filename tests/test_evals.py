@@ -337,6 +337,15 @@ def test_model_resolution(tmp_path):
         resolve_model(run)
     with pytest.raises(FileNotFoundError, match="M2 does not exist"):
         resolve_model(run, 2)
+    sft = tmp_path / "sft" / "adapter"
+    sft.mkdir(parents=True)
+    (sft / "adapter.gguf").write_bytes(b"")
+    for given in (sft.parent, sft, sft / "adapter.gguf"):
+        assert resolve_model(adapter=given).lora == sft / "adapter.gguf"
+    with pytest.raises(FileNotFoundError, match="no GGUF LoRA"):
+        resolve_model(adapter=tmp_path)
+    with pytest.raises(ValueError, match="not both"):
+        resolve_model(run, 1, adapter=sft)
     assert run_config(run).judge.judge_samples == 3 and run_config(None).judge.mode == "forced"
     with pytest.raises(FileNotFoundError, match="config.toml"):
         run_config(tmp_path)

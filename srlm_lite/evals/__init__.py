@@ -22,12 +22,13 @@ class ModelSpec:
 
 
 def resolve_model(run_dir: str | Path | None = None, iteration: int | None = None,
-                  model_path: str | Path | None = None) -> ModelSpec:
-    """M_k of a run (`run_dir` + `iteration`; M_0 = base), a GGUF file (`model_path`), or the embedded model."""
+                  model_path: str | Path | None = None, adapter: str | Path | None = None) -> ModelSpec:
+    """M_k of a run (`run_dir` + `iteration`; M_0 = the run's starting model), or a GGUF file (`model_path`, else
+    the embedded model) with an optional `adapter` (an `srlm-lite sft --out` directory or a GGUF LoRA file)."""
     from ..models import resolve_model_path
 
-    if run_dir is not None and model_path is not None:
-        raise ValueError("give either a run (--run DIR --iteration K) or --model PATH, not both")
+    if run_dir is not None and (model_path is not None or adapter is not None):
+        raise ValueError("give either a run (--run DIR --iteration K) or --model PATH / --adapter, not both")
     if run_dir is not None:
         if iteration is None:
             raise ValueError("--run needs --iteration K (0 = the base model M0)")
@@ -38,7 +39,22 @@ def resolve_model(run_dir: str | Path | None = None, iteration: int | None = Non
     if iteration is not None:
         raise ValueError("--iteration needs --run DIR")
     base = resolve_model_path(model_path)
-    return ModelSpec(base, None, str(model_path) if model_path else f"embedded {base.name}")
+    label = str(model_path) if model_path else f"embedded {base.name}"
+    if adapter is None:
+        return ModelSpec(base, None, label)
+    lora = _adapter_gguf(Path(adapter))
+    return ModelSpec(base, lora, f"{label} + {adapter}")
+
+
+def _adapter_gguf(adapter: Path) -> Path:
+    """The GGUF LoRA of an adapter given as a file or as a directory (`sft --out DIR`, or its adapter/)."""
+    from ..runs import ADAPTER_DIR, GGUF_ADAPTER
+
+    for candidate in (adapter, adapter / GGUF_ADAPTER, adapter / ADAPTER_DIR / GGUF_ADAPTER):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no GGUF LoRA adapter at {adapter} (expected {GGUF_ADAPTER} in it or in "
+                            f"{adapter / ADAPTER_DIR})")
 
 
 def run_config(run_dir: str | Path | None) -> RunConfig:
