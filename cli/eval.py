@@ -111,7 +111,8 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
                                      progress=hooks.progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    summary = {"model": spec.label, "pairs_file": pairs_file, **summary}
+    summary = {"model": spec.label, "pairs_file": pairs_file,
+               "judge_mode": judge_config.mode if mode == "pointwise" else "pairwise", **summary}
     table = Table(title=f"judge vs labels ({mode}, {spec.label})", show_header=False)
     table.add_row("accuracy (ties half)", _interval(summary))
     table.add_row("ties", str(summary["ties"]))

@@ -34,11 +34,12 @@ def _default(dotted: str) -> str:
 @click.option("--samples", type=int, help=f"Candidate responses per prompt (N). {_default('responses.samples')}")
 @click.option("--judge-samples", type=int,
               help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
-@click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected"]),
+@click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected", "pairwise"]),
               help="forced: J sampled justifications; when one writes no 'Score: X', the expected score is read from "
                    "the digit distribution after a forced 'Score: ' (always scores); sampled: free-text verdicts only "
                    "(paper; a small model rarely writes a score); expected: no justification, one forward pass per "
-                   "response (fastest, deterministic; J is ignored). "
+                   "response (fastest, deterministic; J is ignored); pairwise: every two candidates compared in "
+                   "both orders from the answer-letter distribution, score = 5 x mean P(better). "
                    f"{_default('judge.mode')}")
 @click.option("--max-tokens", type=int,
               help=f"Token limit of one candidate response. {_default('responses.max_tokens')}")

@@ -153,7 +153,7 @@ def bench_judging(model: Path, items: list[dict], size: BenchSize, say: Callable
     so each judge's agreement with the labels is reported beside its speed)."""
     from .engines.llama_cpp import LlamaCppEngine
 
-    engine = LlamaCppEngine(model)
+    engines = {True: LlamaCppEngine(model), False: LlamaCppEngine(model, batched=False)}
     judges = {
         "forced": JudgeConfig(judge_samples=size.judge_samples),
         "expected": JudgeConfig(mode="expected"),
@@ -162,8 +162,8 @@ def bench_judging(model: Path, items: list[dict], size: BenchSize, say: Callable
     results = {}
     for name, config in judges.items():
         say(f"judging: {len(items)} responses with the {name} judge")
-        batched = name != "paper"  # the paper's way: one full generation after another
-        results[name] = _judge_all(engine, items, config, batched)
+        # the paper's way: one full generation after another
+        results[name] = _judge_all(engines[name != "paper"], items, config)
     base = results["paper"]
     figures = []
     for name in ("forced", "expected"):
@@ -188,26 +188,20 @@ _JUDGE_COMPARES = {
 }
 
 
-def _judge_all(engine, items: list[dict], config: JudgeConfig, batched: bool) -> dict:
+def _judge_all(engine, items: list[dict], config: JudgeConfig) -> dict:
     from .judge import judge_prompt, verdicts
     from .scores import mean_score
 
-    engine_multi = engine._multi
-    engine._multi = engine_multi if batched else None
     started, scores, found = time.perf_counter(), [], []
-    try:
-        for index, item in enumerate(items):
-            seeds = [derive_seed(0, "bench-judge", index, j) for j in range(config.judge_samples)]
-            result = verdicts(engine, judge_prompt(engine, item["instruction"], item["response"]), config, seeds)
-            found += result
-            scores.append(mean_score([v["score"] for v in result]))
-    finally:
-        engine._multi = engine_multi
+    for index, item in enumerate(items):
+        seeds = [derive_seed(0, "bench-judge", index, j) for j in range(config.judge_samples)]
+        result = verdicts(engine, judge_prompt(engine, item["instruction"], item["response"]), config, seeds)
+        found += result
+        scores.append(mean_score([v["score"] for v in result]))
     seconds = time.perf_counter() - started
     return {"seconds_per_response": seconds / len(items), "scores": scores, "agreement": _agreement(items, scores),
             "parse_rate": round(sum(v["source"] == "parsed" for v in found) / len(found), 4),
-            "mean_tokens": round(sum(engine.tokenizer.encode(v["text"], special=False, add_bos=False).__len__()
-                                     for v in found) / len(found), 1)}
+            "mean_tokens": round(sum(len(engine.encode_text(v["text"])) for v in found) / len(found), 1)}
 
 
 def _agreement(items: list[dict], scores: list[float | None]) -> dict | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "rpo")  # srlm_lite.dpo implements them; kept here so config imports no MLX
-JUDGE_MODES = ("forced", "sampled", "expected")
+JUDGE_MODES = ("forced", "sampled", "expected", "pairwise")
 
 
 def _opt(default, help: str):
@@ -58,7 +58,8 @@ class JudgeConfig:
         "forced: sampled justification, then the score read as the expected value of the digit distribution "
         "after 'Score: ' when the judge wrote none (always scores); sampled: the paper's free-text verdict only "
         "(a small raw model rarely writes a score, so few pairs); expected: no justification, one forward pass "
-        "per response reading the expected digit after 'Score: ' (fastest, deterministic, J ignored)",
+        "per response reading the expected digit after 'Score: ' (fastest, deterministic, J ignored); pairwise: "
+        "every two candidates of a prompt compared in both orders, score = 5 x mean P(better) (J ignored)",
     )
     temperature: float = _opt(0.7, "sampling temperature of the judgment")
     top_p: float = _opt(0.9, "nucleus sampling of the judgment")

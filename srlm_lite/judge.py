@@ -76,6 +76,10 @@ def run(
         return summarize(stage.records(), seconds=0.0)
     started = time.perf_counter()
     done = stage.resume()
+    if config.mode == "pairwise":
+        _run_pairwise(engine, responses, stage, done, config, progress)
+        records = stage.complete([r["id"] for r in responses])
+        return summarize(records, seconds=time.perf_counter() - started)
     for index, item in enumerate(responses):
         if item["id"] in done:
             continue
@@ -92,6 +96,43 @@ def run(
             progress("judge", index + 1, len(responses))
     records = stage.complete([r["id"] for r in responses])
     return summarize(records, seconds=time.perf_counter() - started)
+
+
+def round_robin(engine: Engine, instruction: str, answers: list[str], min_mass: float) -> list[list[dict]]:
+    """The pairwise judge on a prompt's candidates: every two compared in both orders (`compare_both_orders`).
+    Per answer, one verdict per opponent: P(this answer is better), position-debiased, and its score 5 x P."""
+    from .pairwise import compare_both_orders
+
+    found: list[list[dict]] = [[] for _ in answers]
+    for i in range(len(answers)):
+        for j in range(i + 1, len(answers)):
+            result = compare_both_orders(engine, instruction, answers[i], answers[j], min_mass)
+            for me, other, p in ((i, j, result["p_x"]), (j, i, round(1 - result["p_x"], 4))):
+                found[me].append({"opponent": other, "p_better": p, "score": round(SCORE_MAX * p, 4),
+                                  "source": "pairwise", "consistent": result["consistent"]})
+    return found
+
+
+def _run_pairwise(engine: Engine, responses: list[dict], stage: StageFile, done: set, config: JudgeConfig,
+                  progress) -> None:
+    """Pairwise mode: a response's score is 5 x its mean P(better) against the other candidates of its prompt."""
+    groups: dict[str, list[dict]] = {}
+    for item in responses:
+        groups.setdefault(item["prompt_id"], []).append(item)
+    finished = 0
+    for group in groups.values():
+        finished += len(group)
+        if all(item["id"] in done for item in group):
+            continue
+        found = round_robin(engine, group[0]["prompt"], [item["response"] for item in group], config.min_digit_mass)
+        for item, own in zip(group, found):
+            for verdict in own:
+                verdict["opponent"] = group[verdict["opponent"]]["id"]
+            if item["id"] not in done:
+                stage.append({"id": item["id"], "prompt_id": item["prompt_id"], "judgments": own,
+                              "score": mean_score([v["score"] for v in own])})
+        if progress:
+            progress("judge", finished, len(responses))
 
 
 def summarize(records: list[dict], seconds: float) -> dict:

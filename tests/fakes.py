@@ -47,6 +47,11 @@ class ScriptedEngine:
         return Completion(" ".join(["word"] * words), words, "length" if words > 35 else "stop")
 
     def next_token_logprobs(self, prompt, candidates):
+        if set(candidates) == {" A", " B"}:  # pairwise: the longer answer is better, a little bias to "A"
+            first = prompt.split("<response_a>")[1].split("</response_a>")[0]
+            second = prompt.split("<response_b>")[1].split("</response_b>")[0]
+            p_a = 0.6 if len(first) == len(second) else (0.8 if len(first) > len(second) else 0.3)
+            return {" A": math.log(0.9 * p_a), " B": math.log(0.9 * (1 - p_a))}
         length = len(prompt.split("<response>")[1].split("</response>")[0])
         target = min(5.0, length / 40)
         weights = {c: math.exp(-((int(c) - target) ** 2)) for c in candidates}

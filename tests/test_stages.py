@@ -103,3 +103,20 @@ def test_judge_expected_mode_is_one_pass_without_generation(tmp_path):
     assert all(len(r["judgments"]) == 1 and r["judgments"][0]["source"] == "expected" for r in records)
     scores = [r["score"] for r in records]
     assert scores == sorted(scores) and scores[0] < scores[-1]
+
+
+def test_judge_pairwise_mode_scores_by_round_robin(tmp_path):
+    candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "x" * (30 * k + 5),
+                   "finish_reason": "stop"} for k in range(3)]
+    candidates += [{"id": "p1-r0", "prompt_id": "p1", "prompt": "q1", "response": "same", "finish_reason": "stop"},
+                   {"id": "p1-r1", "prompt_id": "p1", "prompt": "q1", "response": "also", "finish_reason": "stop"}]
+    engine = ScriptedEngine()
+    stats = judge.run(engine, candidates, tmp_path, JudgeConfig(mode="pairwise"), run_seed=0, iteration=1)
+    assert engine.calls == 0 and stats["judged"] == 5
+    records = {r["id"]: r for r in read_jsonl(tmp_path / judge.FILE)}
+    # longest answer beats both others: P(better) = (0.8 + 1 - 0.3) / 2 = 0.75 in each comparison
+    assert records["p0-r2"]["score"] == pytest.approx(5 * 0.75)
+    assert records["p0-r0"]["score"] == pytest.approx(5 * 0.25)
+    assert [v["opponent"] for v in records["p0-r1"]["judgments"]] == ["p0-r0", "p0-r2"]
+    # equal lengths: the fake's position bias (0.6 for "A" in both orders) cancels out exactly
+    assert records["p1-r0"]["score"] == records["p1-r1"]["score"] == pytest.approx(2.5)

@@ -136,6 +136,10 @@ class LlamaCppEngine:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (no BOS, control tokens not parsed): e.g. to count generated tokens."""
+        return self.tokenizer.encode(text, special=False, add_bos=False)
+
     def complete(
         self, prompt: str, *, max_tokens: int, temperature: float, top_p: float, seed: int, stop: Sequence[str] = ()
     ) -> Completion:

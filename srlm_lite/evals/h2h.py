@@ -8,7 +8,7 @@ from typing import Callable
 from ..engines.base import Engine
 from ..runs import derive_seed
 from ..stats import wilson_interval
-from .judge_eval import compare_both_orders
+from ..pairwise import compare_both_orders
 
 Progress = Callable[[str, int, int], None]
 

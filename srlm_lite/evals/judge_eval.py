@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
 from ..config import JudgeConfig
 from ..engines.base import Engine
 from ..judge import judge_prompt, verdicts
+from ..pairwise import compare_both_orders
 from ..runs import derive_seed
 from ..scores import mean_score
 from ..stats import pair_credit, proportion, ranking_metrics
-from ..templates import load_template
 from .prompts import prompt_text, read_jsonl_records
 
 Progress = Callable[[str, int, int], None]
 MODES = ("pointwise", "pairwise")
-# The judge's answer is forced to start with this; the next token is " A" or " B" (one token each in SmolLM2's
-# vocabulary; the engine refuses candidates that are not single tokens).
-PAIRWISE_PREFIX = "The better response is Response"
-LETTERS = (" A", " B")
 
 
 def load_judge_file(path, limit: int | None = None) -> tuple[list[dict], list[dict]]:
@@ -61,40 +56,6 @@ def pointwise_score(engine: Engine, instruction: str, response: str, config: Jud
     prompt = judge_prompt(engine, instruction, response)
     found = verdicts(engine, prompt, config, seeds)
     return {"score": mean_score([v["score"] for v in found]), "verdicts": found}
-
-
-def pairwise_prompt(engine: Engine, instruction: str, first: str, second: str) -> str:
-    text = load_template("judge_pairwise").render(instruction=instruction, response_a=first, response_b=second)
-    return engine.chat_prompt(text) + PAIRWISE_PREFIX
-
-
-def pairwise_verdict(engine: Engine, instruction: str, first: str, second: str, min_mass: float) -> dict:
-    """One order: P(" A") vs P(" B") after the forced prefix. `choice` is "first", "second", or None when the
-    two letters hold less than `min_mass` of the probability or are exactly equal."""
-    logprobs = engine.next_token_logprobs(pairwise_prompt(engine, instruction, first, second), LETTERS)
-    p_a, p_b = math.exp(logprobs[LETTERS[0]]), math.exp(logprobs[LETTERS[1]])
-    mass = p_a + p_b
-    p_first = p_a / mass if mass > 0 else 0.5
-    choice = None
-    if mass >= min_mass and p_first != 0.5:
-        choice = "first" if p_first > 0.5 else "second"
-    return {"p_first": round(p_first, 4), "mass": round(mass, 4), "choice": choice}
-
-
-def compare_both_orders(engine: Engine, instruction: str, x: str, y: str, min_mass: float = 0.5) -> dict:
-    """Judge x vs y shown as (A=x, B=y) and as (A=y, B=x). The winner is the response both orders pick; when
-    the orders disagree (or one gives no verdict) it is a tie. `p_x` averages P(x better) over both orders."""
-    forward = pairwise_verdict(engine, instruction, x, y, min_mass)
-    backward = pairwise_verdict(engine, instruction, y, x, min_mass)
-    pick_forward = {"first": "x", "second": "y"}.get(forward["choice"])
-    pick_backward = {"first": "y", "second": "x"}.get(backward["choice"])
-    winner = pick_forward if pick_forward is not None and pick_forward == pick_backward else None
-    return {
-        "winner": winner,
-        "consistent": winner is not None,
-        "p_x": round((forward["p_first"] + 1 - backward["p_first"]) / 2, 4),
-        "orders": [forward, backward],
-    }
 
 
 # ---------------------------------------------------------------------------------------------- the eval
