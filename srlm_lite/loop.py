@@ -34,6 +34,7 @@ class RunPaths:
     root: Path
     model: Path
     model_sha256: str
+    init_sha256: str | None = None
     iterations: list[Path] = field(default_factory=list)
 
 
@@ -51,8 +52,10 @@ def prepare_run(config: RunConfig, out: Path, resume: bool) -> RunPaths:
                              f"(e.g. --config {config_file}) or start a new run")
     model = resolve_model_path(config.model.path or None)
     inspect_gguf(model)  # fails early, with a clear message, on an unsupported model
+    start = start_adapter(config)  # fails early when --init names no adapter
     write_text_atomic(config_file, to_toml(config))
-    return RunPaths(root=out, model=model, model_sha256=file_sha256(model))
+    return RunPaths(root=out, model=model, model_sha256=file_sha256(model),
+                    init_sha256=file_sha256(start / GGUF_ADAPTER) if start else None)
 
 
 def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks | None = None,
@@ -264,6 +267,8 @@ def _provenance(config: RunConfig, paths: RunPaths) -> dict:
         "config": to_dict(config),
         "model": str(paths.model),
         "model_sha256": paths.model_sha256,
+        "init_adapter": config.init or None,
+        "init_adapter_sha256": paths.init_sha256,
         "seed": config.seed,
         "seeds": "every sample's seed is blake2b(run seed, iteration, stage, prompt index, sample index); "
                  "each record stores its own",
