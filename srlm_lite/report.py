@@ -768,8 +768,10 @@ def _header(doc: Doc, run: Run, rows: list[dict]):
         doc.p(f"Settings: {ins.get('num_prompts', '-')} prompts kept per iteration, {res.get('samples', '-')} "
               f"candidates each (T={res.get('temperature', '-')}, max {res.get('max_tokens', '-')} tokens), "
               f"{jud.get('judge_samples', '-')} verdict(s) per candidate (judge mode `{jud.get('mode', '-')}`), "
-              f"DPO beta {tr.get('beta', '-')}, learning rate {tr.get('learning_rate', '-')}, "
-              f"{tr.get('epochs', '-')} epoch(s), LoRA rank {tr.get('lora_rank', '-')}.")
+              f"loss `{tr.get('loss', 'sigmoid')}`{' (length-normalized)' if tr.get('length_normalize') else ''}, "
+              f"beta {tr.get('beta', '-')}, learning rate {tr.get('learning_rate', '-')}, "
+              f"{tr.get('epochs', '-')} epoch(s), LoRA rank {tr.get('lora_rank', '-')}"
+              + (f"; started from the adapter `{c['init']}`" if c.get("init") else "") + ".")
     versions = (run.manifest or {}).get("versions")
     if versions:
         doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".")
