@@ -85,7 +85,7 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
     try:
         pairs, _ = load_judge_file(pairs_file, limit)
         engine = evals.open_engine(evals.resolve_model(model_path=model, adapter=adapter))
-        config = JudgeConfig(judge_samples=samples, max_tokens=max_tokens)
+        config = JudgeConfig(mode="forced", judge_samples=samples, max_tokens=max_tokens)  # verdicts need text
         err.print(f"[bold]eft build[/bold]: {len(pairs)} pairs x 2 answers x {samples} verdicts")
         with progress_hooks() as hooks:
             examples, stats = eft_lib.build(engine, pairs, config, seed=seed, balance_scores=balance_scores,

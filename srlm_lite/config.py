@@ -54,17 +54,18 @@ class ResponsesConfig:
 class JudgeConfig:
     judge_samples: int = _opt(3, "judgments per response, averaged (paper: 3)")
     mode: str = _opt(
-        "forced",
-        "forced: sampled justification, then the score read as the expected value of the digit distribution "
-        "after 'Score: ' when the judge wrote none (always scores); sampled: the paper's free-text verdict only "
-        "(a small raw model rarely writes a score, so few pairs); expected: no justification, one forward pass "
-        "per response reading the expected digit after 'Score: ' (fastest, deterministic, J ignored); pairwise: "
-        "every two candidates of a prompt compared in both orders, score = 5 x mean P(better) (J ignored)",
+        "expected",
+        "expected: no justification, one forward pass per response reading the expected digit after a forced "
+        "'Score: ' (deterministic, J ignored; the format that ranked labelled pairs best here, see the README); "
+        "forced: J sampled justifications, each scored from its own 'Score: X' or else from the digit "
+        "distribution after a forced 'Score: '; sampled: the paper's free-text verdict only (a small raw model "
+        "rarely writes a score, so few pairs); pairwise: every two candidates of a prompt compared in both orders, "
+        "score = 5 x mean P(better) (J ignored)",
     )
     temperature: float = _opt(0.7, "sampling temperature of the judgment")
     top_p: float = _opt(0.9, "nucleus sampling of the judgment")
     max_tokens: int = _opt(24, "token limit of the justification (sampled mode: of the whole verdict)")
-    min_digit_mass: float = _opt(0.5, "forced mode: below this probability on the digits 0-5, no score")
+    min_digit_mass: float = _opt(0.5, "expected/forced: below this probability on the digits 0-5, no score")
 
 
 @dataclass

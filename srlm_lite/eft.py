@@ -65,6 +65,9 @@ def build(engine: Engine, pairs: list[dict], config: JudgeConfig, *, seed: int =
 
     Each of the J samples gives one verdict per answer; the sample's two verdicts are kept when they agree with
     the label. Returns (examples, stats)."""
+    if config.mode not in ("forced", "sampled"):
+        raise ValueError(f"EFT examples need the judge's written justification: judge mode 'forced' or 'sampled', "
+                         f"not {config.mode!r}")
     examples, agreed_pairs = [], set()
     for done, pair in enumerate(pairs, 1):
         other = "b" if pair["preferred"] == "a" else "a"

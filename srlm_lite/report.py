@@ -810,7 +810,7 @@ def _sections(doc: Doc, run: Run, its: list[Iteration], rows: list[dict], out: P
               "How many prompts and responses survive each step. 'kept' drops ROUGE-L near-duplicates and "
               "too short/long prompts; 'scored' responses have a mean judge score; 'judge wrote Score: X' counts "
               "responses with at least one verdict whose score the judge wrote itself (the rest are read from its "
-              "digit distribution in forced mode).")
+              "digit distribution after a forced 'Score: ').")
     funnels = [funnel(it) for it in its]
     doc.table(["iteration", "prompts generated", "kept", "dropped (why)", "responses", "hit max_tokens", "judged",
                "verdicts", "own 'Score: X'", "scored verdicts", "pairs", "pair outcomes"],

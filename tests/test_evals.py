@@ -346,7 +346,7 @@ def test_model_resolution(tmp_path):
         resolve_model(adapter=tmp_path)
     with pytest.raises(ValueError, match="not both"):
         resolve_model(run, 1, adapter=sft)
-    assert run_config(run).judge.judge_samples == 3 and run_config(None).judge.mode == "forced"
+    assert run_config(run).judge.judge_samples == 3 and run_config(None).judge.mode == "expected"
     with pytest.raises(FileNotFoundError, match="config.toml"):
         run_config(tmp_path)
 

@@ -46,6 +46,11 @@ def test_verdict_text_ends_with_one_integer_score():
     assert eft.agreeing(4, 3) and not eft.agreeing(3, 3) and not eft.agreeing(None, 1)
 
 
+def test_eft_needs_a_judge_that_writes():
+    with pytest.raises(ValueError, match="justification"):
+        eft.build(ScriptedEngine(), [], JudgeConfig(mode="expected"))
+
+
 def test_balancing_by_score_and_by_length():
     rows = [{"score": s, "pair": p, "preferred_longer": p < 3} for p, s in enumerate([4, 4, 4, 1, 1])]
     assert [r["score"] for r in eft.balance_by_score(rows)] == [4, 4, 1, 1]
@@ -56,10 +61,11 @@ def test_eft_build_keeps_only_agreeing_verdicts():
     # the scripted judge scores by length, so it agrees with labels that prefer the longer answer only
     pairs = [{"index": i, "instruction": f"q{i}", "response_a": "x" * (40 + 120 * (i % 2)), "response_b": "y" * 60,
               "preferred": "a"} for i in range(4)]  # pairs 1, 3: a is longer and preferred
-    examples, stats = eft.build(ScriptedEngine(), pairs, JudgeConfig(judge_samples=2))
+    examples, stats = eft.build(ScriptedEngine(), pairs, JudgeConfig(judge_samples=2, mode="forced"))
     assert stats["pairs_agreeing"] == 2 and {e["pair"] for e in examples} == {1, 3}
     assert len(examples) == 2 * 2 * 2  # 2 pairs x 2 samples x 2 answers
     assert all(e["response"].endswith(f"Score: {e['score']}") and "<response>" in e["prompt"] for e in examples)
     assert all(e["preferred_longer"] for e in examples)
-    balanced, stats = eft.build(ScriptedEngine(), pairs, JudgeConfig(judge_samples=2), balance_lengths=True)
+    balanced, stats = eft.build(ScriptedEngine(), pairs, JudgeConfig(judge_samples=2, mode="forced"),
+                                    balance_lengths=True)
     assert balanced == [] and stats["examples"] == 0  # no shorter-preferred pair agreed: nothing to balance with

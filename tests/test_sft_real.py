@@ -41,7 +41,7 @@ def test_sft_trains_exports_and_serves(tmp_path, real_model_path):
     tuned = LlamaCppEngine(real_model_path, lora_path=adapter / "adapter.gguf", batched=False)
     base = LlamaCppEngine(real_model_path, batched=False)
     prompt = tuned.chat_prompt(rows[0]["instruction"])
-    first = tuned.encode(rows[0]["instances"][0]["output"], special=False, add_bos=False)[0]
+    first = tuned.encode_text(rows[0]["instances"][0]["output"])[0]
     token = tuned.tokenizer.decode([first])
     # the fine-tuned model puts more probability on its training answer's first token than the base does
     assert tuned.next_token_logprobs(prompt, [token])[token] > base.next_token_logprobs(prompt, [token])[token]

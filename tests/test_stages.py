@@ -65,8 +65,8 @@ def test_stage_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
 def test_judge_forced_mode_scores_everything_and_counts_parse_rate(tmp_path):
     candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "x" * (30 * k + 5),
                    "finish_reason": "stop"} for k in range(4)]
-    stats = judge.run(ScriptedEngine(write_scores=False), candidates, tmp_path, JudgeConfig(judge_samples=3),
-                      run_seed=0, iteration=1)
+    stats = judge.run(ScriptedEngine(write_scores=False), candidates, tmp_path,
+                      JudgeConfig(judge_samples=3, mode="forced"), run_seed=0, iteration=1)
     assert stats["parse_rate"] == 0.0 and stats["score_rate"] == 1.0 and stats["judgments"] == 12
     records = read_jsonl(tmp_path / judge.FILE)
     scores = [r["score"] for r in records]
@@ -85,8 +85,8 @@ def test_judge_sampled_mode_leaves_unparsed_unscored(tmp_path):
 def test_judge_parses_the_judges_own_score(tmp_path):
     candidates = [{"id": f"p0-r{k}", "prompt_id": "p0", "prompt": "q", "response": "y" * (50 * k),
                    "finish_reason": "stop"} for k in range(1, 4)]
-    stats = judge.run(ScriptedEngine(write_scores=True), candidates, tmp_path, JudgeConfig(judge_samples=1),
-                      run_seed=0, iteration=1)
+    stats = judge.run(ScriptedEngine(write_scores=True), candidates, tmp_path,
+                      JudgeConfig(judge_samples=1, mode="forced"), run_seed=0, iteration=1)
     assert stats["parse_rate"] == 1.0
     records, outcomes = pairs.build_pairs(candidates, read_jsonl(tmp_path / judge.FILE))
     assert outcomes == {"ok": 1} and records[0]["chosen_id"] == "p0-r3" and records[0]["rejected_id"] == "p0-r1"
