@@ -110,7 +110,7 @@ def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_sam
         raise click.ClickException(str(exc)) from exc
     result["seconds"] = round(time.perf_counter() - started, 1)
     err.print(summary_table(result["iterations"]))
-    err.print(judge_caveat(result["iterations"]))
+    err.print(judge_caveat(result["iterations"], config.judge.mode))
     if result.get("evals"):
         err.print(eval_table(result["evals"]))
     err.print(f"run directory: {out_path}   total {result['seconds'] / 60:.1f} min")
@@ -120,12 +120,15 @@ def iterate(config_file, model, out_dir, iterations, prompts, samples, judge_sam
         out.print(f"adapter of the final model: {result['iterations'][-1]['adapter_gguf']}")
 
 
-def judge_caveat(iterations: list[dict]) -> str:
+def judge_caveat(iterations: list[dict], mode: str) -> str:
     """Honest reading of the judge's figures, printed with every summary."""
-    parse = min(it["parse_rate"] for it in iterations)
     scored = min(it["score_rate"] for it in iterations)
-    return (f"[yellow]Judge: in the worst iteration {parse:.0%} of verdicts wrote a parseable 'Score: X' themselves; "
-            f"{scored:.0%} had a score (read from the digit distribution after a forced 'Score: ' where none was "
-            "written). A small model's judge is the method's weak point: SmolLM2-135M's best judging format ranks "
-            "labelled answer pairs at 59%, mostly by length (README, 'A judge with signal'), so score gaps are weak "
-            "signal.[/yellow]")
+    if mode in ("forced", "sampled"):
+        parse = min(it["parse_rate"] for it in iterations)
+        how = (f"in the worst iteration {parse:.0%} of verdicts wrote a parseable 'Score: X' themselves and "
+               f"{scored:.0%} had a score")
+    else:
+        how = f"{mode} judge (no text is generated); in the worst iteration {scored:.0%} of verdicts had a score"
+    return (f"[yellow]Judge: {how}. A small model's judge is the method's weak point: SmolLM2-135M's best judging "
+            "format ranks labelled answer pairs at 59%, mostly by length (README, 'A judge with signal'), so score "
+            "gaps are weak signal.[/yellow]")
