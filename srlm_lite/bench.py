@@ -262,42 +262,54 @@ def bench_training(model: Path, pairs: list[dict], size: BenchSize, say: Callabl
     return figures
 
 
-def _train_seconds(model: Path, tokenized, config: TrainConfig, pad_id: int, plain: bool) -> dict:
+def _lora_policy(model: Path, config: TrainConfig):
+    """The float32 MLX model of `model` with a fresh LoRA (seeded), and its parameter count before the LoRA."""
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx.optimizers as optim
 
-    from .dpo import dpo_loss
     from .lora import attach_lora
     from .models import load_mlx_model
-    from .train import batch_logps, make_batches
 
     mx.random.seed(0)
     policy = load_mlx_model(model, dequantize=True)
     n_params = sum(v.size for _, v in nn.utils.tree_flatten(policy.parameters()))
     attach_lora(policy, rank=config.lora_rank, scale=config.lora_scale, num_layers=config.lora_layers)
-    reference_model = load_mlx_model(model, dequantize=True) if plain else None
+    return policy, n_params
+
+
+def _train_seconds(model: Path, tokenized, config: TrainConfig, pad_id: int, plain: bool) -> dict:
+    """Seconds of reference log-probs plus one epoch of DPO: ours is `train`'s own code, the baseline the plain
+    loop below."""
+    from .train import reference_logps, train_dpo
+
+    policy, n_params = _lora_policy(model, config)
     if plain:
-        batches = [tokenized[i:i + config.batch_size] for i in range(0, len(tokenized), config.batch_size)]
-    else:
-        batches = make_batches(tokenized, config.batch_size)
+        return {"seconds": _plain_dpo_seconds(policy, model, tokenized, config, pad_id), "parameters": n_params}
+    with tempfile.TemporaryDirectory(prefix="srlm-bench-train-") as tmp:
+        started = time.perf_counter()
+        reference = reference_logps(policy, tokenized, Path(tmp), config.batch_size * 2, pad_id)
+        train_dpo(policy, tokenized, reference, config, Path(tmp), pad_id=pad_id, seed=0)
+        return {"seconds": time.perf_counter() - started, "parameters": n_params}
+
+
+def _plain_dpo_seconds(policy, model: Path, tokenized, config: TrainConfig, pad_id: int) -> float:
+    """The same LoRA DPO step written plainly: a frozen reference model run at every step, batches in file order."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from .dpo import dpo_loss
+    from .models import load_mlx_model
+    from .train import batch_logps
+
+    reference_model = load_mlx_model(model, dequantize=True)
+    batches = [tokenized[i:i + config.batch_size] for i in range(0, len(tokenized), config.batch_size)]
     started = time.perf_counter()
-    cache = {}
-    if not plain:
-        for batch in make_batches(tokenized, config.batch_size * 2):
-            c, r = batch_logps(policy, batch, pad_id)
-            mx.eval(c, r)
-            cache.update({p.id: (a, b) for p, a, b in zip(batch, c.tolist(), r.tolist())})
 
     def loss_fn(m, batch):
         c, r = batch_logps(m, batch, pad_id)
-        if plain:
-            rc, rr = batch_logps(reference_model, batch, pad_id)
-            rc, rr = mx.stop_gradient(rc), mx.stop_gradient(rr)
-        else:
-            rc = mx.array([cache[p.id][0] for p in batch])
-            rr = mx.array([cache[p.id][1] for p in batch])
-        return dpo_loss(c, r, rc, rr, config.beta)
+        rc, rr = batch_logps(reference_model, batch, pad_id)
+        return dpo_loss(c, r, mx.stop_gradient(rc), mx.stop_gradient(rr), config.beta)
 
     optimizer = optim.Adam(learning_rate=config.learning_rate)
     step = nn.value_and_grad(policy, loss_fn)
@@ -305,7 +317,7 @@ def _train_seconds(model: Path, tokenized, config: TrainConfig, pad_id: int, pla
         (loss, _), grads = step(policy, batch)
         optimizer.update(policy, grads)
         mx.eval(policy.trainable_parameters(), optimizer.state, loss)
-    return {"seconds": time.perf_counter() - started, "parameters": n_params}
+    return time.perf_counter() - started
 
 
 def _torch_figure(ours_tokens_per_second: float) -> dict:

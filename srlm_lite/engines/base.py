@@ -36,5 +36,12 @@ def complete_n(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens:
     if hasattr(engine, "complete_n"):
         return engine.complete_n(prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                  stop=stop)
+    return complete_each(engine, prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                         stop=stop)
+
+
+def complete_each(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens: int, temperature: float,
+                  top_p: float, stop: Sequence[str] = ()) -> list[Completion]:
+    """One `complete` per seed, one after another."""
     return [engine.complete(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
             for seed in seeds]

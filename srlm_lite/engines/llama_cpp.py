@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..chat import ChatTokenizer
-from .base import Completion
+from .base import Completion, complete_each
 
 
 def llama_has_amx() -> bool:
@@ -101,6 +101,19 @@ def load_llama(
         )
 
 
+def eval_reusing_prefix(llm, tokens: list[int]) -> None:
+    """Evaluate `tokens` on `llm` (sequence 0), reusing the KV cache of the longest prefix already evaluated. At
+    least the last token is decoded, so the logits that follow are this sequence's."""
+    cached = llm.input_ids[: llm.n_tokens].tolist()
+    prefix = 0
+    for a, b in zip(cached, tokens):
+        if a != b:
+            break
+        prefix += 1
+    llm.n_tokens = min(prefix, len(tokens) - 1)
+    llm.eval(tokens[llm.n_tokens:])
+
+
 class LlamaCppEngine:
     """Samples and scores with one llama.cpp model (optionally with a GGUF LoRA adapter applied at run time)."""
 
@@ -169,8 +182,8 @@ class LlamaCppEngine:
         """One completion per seed. Batched engines decode them together (one llama_decode per step for all, the
         prompt evaluated once); otherwise one `complete` after another. Same distribution either way."""
         if self._multi is None or len(seeds) == 1:
-            return [self.complete(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                  stop=stop) for seed in seeds]
+            return complete_each(self, prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature,
+                                 top_p=top_p, stop=stop)
         from .multiseq import MAX_SEQUENCES
 
         tokens = self.encode(prompt)
@@ -194,15 +207,7 @@ class LlamaCppEngine:
     def _last_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Evaluate `tokens`, reusing the KV cache of the longest prefix already evaluated; log-softmax of the last."""
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(tokens) - 1)  # always decode at least one token, so the logits are fresh
-        llm.n_tokens = prefix
-        llm.eval(tokens[prefix:])
+        eval_reusing_prefix(llm, tokens)
         llm._requires_eval = True  # our decode may leave logits the sampler must not take as its own
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
         logits -= logits.max()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .base import Completion
+from .llama_cpp import eval_reusing_prefix
 
 MAX_SEQUENCES = 16  # n_seq_max of the context: the most candidates decoded together
 
@@ -95,17 +96,10 @@ class MultiSequenceSampler:
 
     def _eval_prompt(self, prompt: list[int], n: int) -> None:
         """Prompt into sequence 0 (reusing the cached prefix), then shared with sequences 1..n-1."""
-        llm, memory = self.llm, self._memory
+        memory = self._memory
         for k in range(1, MAX_SEQUENCES):
             self._lib.llama_memory_seq_rm(memory, k, -1, -1)
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, prompt):
-            if a != b:
-                break
-            prefix += 1
-        llm.n_tokens = min(prefix, len(prompt) - 1)  # decode at least one token so the logits are this prompt's
-        llm.eval(prompt[llm.n_tokens:])
+        eval_reusing_prefix(self.llm, prompt)
         for k in range(1, n):
             self._lib.llama_memory_seq_cp(memory, 0, k, -1, -1)
 

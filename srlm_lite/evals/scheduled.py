@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import EvalConfig, RunConfig
-from ..runs import iteration_dir, write_json_atomic, write_jsonl_atomic
+from ..runs import iteration_dir, read_json, write_json_atomic, write_jsonl_atomic
 
 KINDS = ("judge", "ifeval", "h2h")
 FILE_KEYS = {"judge": "judge_pairs", "ifeval": "ifeval_prompts", "h2h": "h2h_prompts"}
@@ -41,8 +41,6 @@ def result_path(run_dir: Path, kind: str, k: int) -> Path:
 def evaluate_model(run_dir: Path, config: RunConfig, k: int, say: Callable[[str], None] = print,
                    progress=None) -> dict:
     """Run every chosen evaluation of M_k not yet on disk; {kind: headline figures} of all of them."""
-    from ..runs import read_json
-
     results = {}
     for kind, path in chosen(config.eval).items():
         if kind == "h2h" and k == 0:
