@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import JudgeConfig, RunConfig, TrainConfig, to_toml
+from .engines.base import SEQUENCES_PER_BATCH
 from .runs import derive_seed, read_json
 
 
@@ -122,12 +123,11 @@ def bench_sampling(model: Path, prompts: list[str], size: BenchSize,
     seeds = [[derive_seed(0, "bench", p, k) for k in range(size.samples)] for p in range(len(prompts))]
     say(f"sampling: {len(prompts)} prompts x {size.samples} candidates, up to {size.max_tokens} tokens")
     engine = LlamaCppEngine(model)
-    started, ours_tokens, sampled = time.perf_counter(), 0, []
-    for prompt, prompt_seeds in zip(prompts, seeds):
-        outs = engine.complete_n(engine.chat_prompt(prompt), seeds=prompt_seeds, **settings)
-        ours_tokens += sum(o.n_tokens for o in outs)
-        sampled.append((prompt, [o.text.strip() for o in outs]))
+    started = time.perf_counter()
+    outs = engine.complete_many([(engine.chat_prompt(p), s) for p, s in zip(prompts, seeds)], **settings)
     ours_seconds = time.perf_counter() - started
+    ours_tokens = sum(o.n_tokens for group in outs for o in group)
+    sampled = [(prompt, [o.text.strip() for o in group]) for prompt, group in zip(prompts, outs)]
     del engine
     llm = load_llama(model)  # what a user would write: one chat completion after another
     started, base_tokens = time.perf_counter(), 0
@@ -139,8 +139,9 @@ def bench_sampling(model: Path, prompts: list[str], size: BenchSize,
     base_seconds = time.perf_counter() - started
     row = figure("sampling", "generated tokens/s", ours_tokens / ours_seconds, base_tokens / base_seconds,
                  higher_is_better=True, ours_tokens=ours_tokens, baseline_tokens=base_tokens,
-                 compares=f"N={size.samples} candidates per prompt decoded in one llama.cpp multi-sequence batch "
-                          "sharing the prompt's KV cache vs create_chat_completion one after another")
+                 compares=f"N={size.samples} candidates of each of {SEQUENCES_PER_BATCH // size.samples} prompts "
+                          "decoded in one llama.cpp multi-sequence batch sharing each prompt's KV cache vs "
+                          "create_chat_completion one after another")
     return row, sampled
 
 
@@ -258,7 +259,7 @@ def bench_training(model: Path, pairs: list[dict], size: BenchSize, say: Callabl
                       roofline_fraction=round(achieved / roofline, 3),
                       compares="reference log-probs computed once and cached, length-bucketed batches; vs a frozen "
                                "reference model run at every step and batches in file order (padding)")]
-    figures.append(_torch_figure(tokens / ours["seconds"]))
+    figures.append(_torch_figure(model, tokenized, config, tokenizer.eos_token_id, tokens / ours["seconds"], say))
     return figures
 
 
@@ -320,10 +321,24 @@ def _plain_dpo_seconds(policy, model: Path, tokenized, config: TrainConfig, pad_
     return time.perf_counter() - started
 
 
-def _torch_figure(ours_tokens_per_second: float) -> dict:
-    """Not measured in this version: PyTorch's Linux wheel on PyPI brings CUDA (gigabytes) to a CPU laptop."""
-    return figure("training_torch", "DPO training tokens/s", ours_tokens_per_second, None, higher_is_better=True,
-                  skipped="PyTorch + PEFT comparison not measured in this version (see the README, Performance)")
+def _torch_figure(model: Path, tokenized, config: TrainConfig, pad_id: int, ours_tokens_per_second: float,
+                  say: Callable[[str], None]) -> dict:
+    """The same LoRA DPO step in PyTorch + PEFT on the CPU (the `bench` extra); skipped with a note without it."""
+    from . import bench_torch
+
+    reason = bench_torch.available()
+    if reason is not None:
+        return figure("training_torch", "DPO training tokens/s", ours_tokens_per_second, None, higher_is_better=True,
+                      skipped=f"{reason}; install with pip install -e '.[bench]'")
+    say("training: the same LoRA DPO step in PyTorch + PEFT")
+    theirs = bench_torch.dpo_tokens_per_second(model, tokenized, config, pad_id, threads=os.cpu_count() or 1)
+    return figure("training_torch", "DPO training tokens/s", ours_tokens_per_second, theirs["tokens_per_second"],
+                  higher_is_better=True, torch=theirs["torch"], threads=theirs["threads"],
+                  compares=f"ours vs the same LoRA DPO step in PyTorch {theirs['torch']} + PEFT on the CPU "
+                           f"(torch.set_num_threads({theirs['threads']})): the same float32 weights (our GGUF "
+                           f"dequantized), LoRA (rank {config.lora_rank}, alpha = scale x rank, same blocks and "
+                           "modules), length-bucketed batches, reference log-probs computed once with the adapter "
+                           "disabled, Adam, one epoch")
 
 
 # ---------------------------------------------------------------------------------------------- BLAS

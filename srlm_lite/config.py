@@ -20,12 +20,13 @@ def _opt(default, help: str):
 @dataclass
 class ModelConfig:
     path: str = _opt("", "GGUF model file; empty = the embedded SmolLM2-135M-Instruct Q4_1")
-    n_ctx: int = _opt(2048, "llama.cpp context length (the judge prompt alone exceeds llama.cpp's 512 default)")
+    n_ctx: int = _opt(4096, "llama.cpp context length, shared by the candidates decoded together (4 prompts x 4 "
+                             "x 128 tokens); the judge prompt alone exceeds llama.cpp's 512 default")
     n_threads: int = _opt(0, "llama.cpp threads; 0 = all cores")
     n_batch: int = _opt(512, "llama.cpp prompt batch size")
-    batched: bool = _opt(True, "decode the N candidates (and J judge justifications) of one prompt together in one "
-                         "llama.cpp multi-sequence batch sharing the prompt's KV cache; false = one after another "
-                         "(same distribution, slower)")
+    batched: bool = _opt(True, "decode the candidates of several prompts (16 sequences: 4 prompts x N=4), and the J "
+                         "judge justifications of a response, together in one llama.cpp multi-sequence batch "
+                         "sharing each prompt's KV cache; false = one after another (same distribution, slower)")
 
 
 @dataclass

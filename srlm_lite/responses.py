@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import ResponsesConfig
-from .engines.base import Engine, complete_n
+from .engines.base import SEQUENCES_PER_BATCH, Engine, complete_many
 from .runs import StageFile, derive_seed
 
 FILE = "responses.jsonl"
@@ -25,37 +25,36 @@ def run(
 ) -> dict:
     """One record per (prompt, sample): id `<prompt id>-r<k>`, seeded by (run seed, iteration, prompt, sample).
 
-    The N candidates of a prompt are drawn together (`complete_n`: one llama.cpp batch on the real engine)."""
+    The candidates of several prompts are drawn together (`complete_many`: one llama.cpp batch of up to
+    SEQUENCES_PER_BATCH sequences on the real engine) and appended together, so a resumed run redoes at most one
+    such group of prompts."""
     stage = StageFile(out_dir / FILE)
     if stage.done:
         return summarize(stage.records(), seconds=0.0)
     started = time.perf_counter()
     done = stage.resume()
-    order = []
-    total = len(prompts) * config.samples
-    for p_index, item in enumerate(prompts):
-        ids = [f"{item['id']}-r{k}" for k in range(config.samples)]
-        order += ids
-        todo = [k for k, record_id in enumerate(ids) if record_id not in done]
-        if not todo:
-            continue
-        seeds = [derive_seed(run_seed, iteration, "responses", p_index, k) for k in todo]
-        outs = complete_n(engine, engine.chat_prompt(item["prompt"]), seeds=seeds, max_tokens=config.max_tokens,
-                          temperature=config.temperature, top_p=config.top_p)
-        for k, seed, out in zip(todo, seeds, outs):
-            stage.append({
-                "id": ids[k],
-                "prompt_id": item["id"],
-                "prompt": item["prompt"],
-                "response": out.text.strip(),
-                "n_tokens": out.n_tokens,
-                "finish_reason": out.finish_reason,
-                "seed": seed,
-            })
+    order = [f"{item['id']}-r{k}" for item in prompts for k in range(config.samples)]
+    todo = [(p_index, item, [k for k in range(config.samples) if f"{item['id']}-r{k}" not in done])
+            for p_index, item in enumerate(prompts)]
+    todo = [entry for entry in todo if entry[2]]
+    per_batch = max(1, SEQUENCES_PER_BATCH // config.samples)
+    for start in range(0, len(todo), per_batch):
+        group = todo[start:start + per_batch]
+        seeds = [[derive_seed(run_seed, iteration, "responses", p_index, k) for k in ks] for p_index, _, ks in group]
+        outs = complete_many(engine, [(engine.chat_prompt(item["prompt"]), s) for (_, item, _), s in zip(group, seeds)],
+                             max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p)
+        for (_, item, ks), group_seeds, completions in zip(group, seeds, outs):
+            for k, seed, out in zip(ks, group_seeds, completions):
+                stage.append(_record(item, k, seed, out))
         if progress:
-            progress("responses", len(order), total)
+            progress("responses", len(order) - sum(len(ks) for _, _, ks in todo[start + per_batch:]), len(order))
     records = stage.complete(order)
     return summarize(records, seconds=time.perf_counter() - started)
+
+
+def _record(item: dict, k: int, seed: int, out) -> dict:
+    return {"id": f"{item['id']}-r{k}", "prompt_id": item["id"], "prompt": item["prompt"],
+            "response": out.text.strip(), "n_tokens": out.n_tokens, "finish_reason": out.finish_reason, "seed": seed}
 
 
 def summarize(records: list[dict], seconds: float) -> dict:

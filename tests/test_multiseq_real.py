@@ -59,3 +59,40 @@ def test_stop_strings_and_a_clean_cache_after_a_batch(real_model_path):
     after = engine.complete(other, max_tokens=20, temperature=0.0, top_p=1.0, seed=0).text
     assert after == _fresh(real_model_path, batched=False).complete(other, max_tokens=20, temperature=0.0, top_p=1.0,
                                                                     seed=0).text
+
+
+def test_several_prompts_decoded_together_follow_each_prompt(real_model_path):
+    # the candidates of several prompts in one batch: each prompt's cells (its tail after the shared chat prefix),
+    # positions and sequence ids must be its own. Rows of one batch differ by llama.cpp's float noise (greedy can
+    # flip at near-ties), so each greedy token is checked against the model run on that sequence alone: it must be
+    # the argmax there up to the noise. Attending to another prompt's cells or a wrong position fails this.
+    engine = _fresh(real_model_path)
+    texts = ["Give me three tips for learning to juggle.", "Name two rivers in Europe.",
+             "Explain what a prime number is in one sentence."]
+    together = engine.complete_many([(engine.chat_prompt(t), [1, 2, 3]) for t in texts], max_tokens=24,
+                                    temperature=0.0, top_p=1.0)
+    alone = _fresh(real_model_path, batched=False)
+    gaps = []
+    for text, group in zip(texts, together):
+        prompt = alone.encode(alone.chat_prompt(text))
+        for out in group:
+            continuation = alone.encode_text(out.text)
+            assert len(continuation) == out.n_tokens == 24
+            for i, token in enumerate(continuation):
+                logprobs = alone._last_logprobs(prompt + continuation[:i])
+                gaps.append(float(logprobs.max() - logprobs[token]))
+    assert max(gaps) < 0.5 and sorted(gaps)[len(gaps) // 2] == 0.0
+    # and the single-sequence path still sees only its own prompt afterwards
+    expected = alone.complete(alone.chat_prompt(texts[1]), max_tokens=24, temperature=0.0, top_p=1.0, seed=0).text
+    assert engine.complete(engine.chat_prompt(texts[1]), max_tokens=24, temperature=0.0, top_p=1.0,
+                           seed=0).text == expected
+
+
+def test_packing_fits_sequences_and_context():
+    from srlm_lite.engines.llama_cpp import pack_units
+
+    units = [(r, [0] * 100, [1, 2, 3, 4]) for r in range(6)]
+    groups = pack_units(units, 16, 4096, 128)
+    assert [[u[0] for u in g] for g in groups] == [[0, 1, 2, 3], [4, 5]]
+    groups = pack_units(units, 16, 2048, 128)  # 612 cells a prompt: three fit 2048
+    assert [[u[0] for u in g] for g in groups] == [[0, 1, 2], [3, 4, 5]]

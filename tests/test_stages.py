@@ -49,9 +49,10 @@ def test_stage_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     prompts = [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(5)]
     config = ResponsesConfig(samples=4)
     with pytest.raises(KeyboardInterrupt):
-        responses.run(ScriptedEngine(fail_after=7), prompts, tmp_path, config, run_seed=1, iteration=1)
+        responses.run(ScriptedEngine(fail_after=18), prompts, tmp_path, config, run_seed=1, iteration=1)
     stage = StageFile(tmp_path / responses.FILE)
-    assert not stage.done and len(stage.records()) == 4  # a prompt's candidates are written once all are drawn
+    # the candidates of a batch of prompts (16 sequences: 4 prompts x 4) are written once all are drawn
+    assert not stage.done and len(stage.records()) == 16
     with open(stage.partial, "a") as fh:  # a torn line, as a kill mid-write leaves
         fh.write('{"id": "p1-r3", "prom')
     responses.run(ScriptedEngine(), prompts, tmp_path, config, run_seed=1, iteration=1)

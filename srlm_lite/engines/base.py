@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 
+SEQUENCES_PER_BATCH = 16  # candidates a batched engine decodes together (across prompts)
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -38,6 +41,16 @@ def complete_n(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens:
                                  stop=stop)
     return complete_each(engine, prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                          stop=stop)
+
+
+def complete_many(engine: Engine, requests: Sequence[tuple[str, Sequence[int]]], *, max_tokens: int,
+                  temperature: float, top_p: float, stop: Sequence[str] = ()) -> list[list[Completion]]:
+    """For each (prompt, seeds), one completion per seed: the engine's own `complete_many` (candidates of several
+    prompts decoded together) when it has one, else `complete_n` per prompt."""
+    settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop)
+    if hasattr(engine, "complete_many"):
+        return engine.complete_many(requests, **settings)
+    return [complete_n(engine, prompt, seeds=seeds, **settings) for prompt, seeds in requests]
 
 
 def complete_each(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens: int, temperature: float,

@@ -114,6 +114,22 @@ def eval_reusing_prefix(llm, tokens: list[int]) -> None:
     llm.eval(tokens[llm.n_tokens:])
 
 
+def pack_units(units: list[tuple], max_sequences: int, n_ctx: int, max_tokens: int) -> list[list[tuple]]:
+    """Consecutive (request, prompt tokens, seeds) units packed into groups decoded together: at most
+    `max_sequences` seeds per group, and prompts plus every candidate at `max_tokens` within `n_ctx`."""
+    groups: list[list[tuple]] = []
+    seqs = cells = 0
+    for unit in units:
+        need_seqs, need_cells = len(unit[2]), len(unit[1]) + len(unit[2]) * max_tokens
+        if groups and seqs + need_seqs <= max_sequences and cells + need_cells <= n_ctx:
+            groups[-1].append(unit)
+            seqs, cells = seqs + need_seqs, cells + need_cells
+        else:
+            groups.append([unit])
+            seqs, cells = need_seqs, need_cells
+    return groups
+
+
 class LlamaCppEngine:
     """Samples and scores with one llama.cpp model (optionally with a GGUF LoRA adapter applied at run time)."""
 
@@ -122,7 +138,7 @@ class LlamaCppEngine:
         model_path: str | Path,
         *,
         lora_path: str | Path | None = None,
-        n_ctx: int = 2048,
+        n_ctx: int = 4096,
         n_threads: int = 0,
         n_batch: int = 512,
         batched: bool = True,
@@ -181,16 +197,31 @@ class LlamaCppEngine:
     ) -> list[Completion]:
         """One completion per seed. Batched engines decode them together (one llama_decode per step for all, the
         prompt evaluated once); otherwise one `complete` after another. Same distribution either way."""
-        if self._multi is None or len(seeds) == 1:
+        if len(seeds) == 1:
             return complete_each(self, prompt, seeds=seeds, max_tokens=max_tokens, temperature=temperature,
                                  top_p=top_p, stop=stop)
+        return self.complete_many([(prompt, seeds)], max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  stop=stop)[0]
+
+    def complete_many(
+        self, requests: Sequence[tuple[str, Sequence[int]]], *, max_tokens: int, temperature: float, top_p: float,
+        stop: Sequence[str] = (),
+    ) -> list[list[Completion]]:
+        """For each (prompt, seeds), one completion per seed. Batched engines decode the candidates of as many
+        prompts together as fit MAX_SEQUENCES sequences and the context; otherwise one `complete` after another."""
+        settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop)
+        if self._multi is None:
+            return [complete_each(self, prompt, seeds=seeds, **settings) for prompt, seeds in requests]
         from .multiseq import MAX_SEQUENCES
 
-        tokens = self.encode(prompt)
-        out: list[Completion] = []
-        for start in range(0, len(seeds), MAX_SEQUENCES):
-            out += self._multi.sample(tokens, seeds[start:start + MAX_SEQUENCES], max_tokens=max_tokens,
-                                      temperature=temperature, top_p=top_p, stop=stop)
+        units = [(r, self.encode(prompt), list(seeds[s:s + MAX_SEQUENCES]))
+                 for r, (prompt, seeds) in enumerate(requests) for s in range(0, len(seeds), MAX_SEQUENCES)]
+        out: list[list[Completion]] = [[] for _ in requests]
+        for group in pack_units(units, MAX_SEQUENCES, self.llm.n_ctx(), max_tokens):
+            sampled = self._multi.sample_groups([tokens for _, tokens, _ in group], [s for _, _, s in group],
+                                                **settings)
+            for (r, _, _), completions in zip(group, sampled):
+                out[r] += completions
         return out
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:

@@ -1,28 +1,32 @@
-"""N continuations of one prompt decoded together: llama.cpp's multi-sequence batch API, the prompt's KV shared.
+"""Continuations of several prompts decoded together: llama.cpp's multi-sequence batch API, each prompt's KV shared.
 
-The prompt is evaluated once (reusing whatever prefix the cache already holds) into sequence 0 and its cells
-are shared with sequences 1..N-1 (`llama_memory_seq_cp` on a unified KV cache tags the same cells, nothing is
-copied). Then every decode step is ONE `llama_decode` of N tokens, one per live sequence, instead of N decodes
-of one token. Each sequence has its own sampler chain -- the chain llama-cpp-python builds for
-`create_completion` (top-p, then temperature, then a seeded draw) -- so candidate k with seed s_k is drawn from
-exactly the distribution the sequential path draws from with s_k.
+The first prompt is evaluated (reusing whatever prefix the cache already holds) into sequence 0; each further
+prompt shares the cells of its common prefix with the first (usually the chat template's system turn) and only
+its own tail is evaluated. A prompt's cells are then shared with the other sequences of its candidates
+(`llama_memory_seq_cp` on a unified KV cache tags the same cells, nothing is copied). Every decode step is ONE
+`llama_decode` of one token per live sequence -- up to MAX_SEQUENCES, across prompts -- instead of one decode per
+token. Each sequence has its own sampler chain -- the chain llama-cpp-python builds for `create_completion`
+(top-p, then temperature, then a seeded draw) -- so candidate k with seed s_k is drawn from exactly the
+distribution the sequential path draws from with s_k.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
-from .base import Completion
+from .base import SEQUENCES_PER_BATCH, Completion
 from .llama_cpp import eval_reusing_prefix
 
-MAX_SEQUENCES = 16  # n_seq_max of the context: the most candidates decoded together
+MAX_SEQUENCES = SEQUENCES_PER_BATCH  # n_seq_max of the context: the most candidates decoded together
 
 
 @dataclass
 class _Seq:
     sampler: object
-    tokens: list[int]
+    seq_id: int
+    position: int  # where the next token fed to the model goes
+    tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish: str | None = None
 
@@ -43,15 +47,15 @@ def sampler_chain(temperature: float, top_p: float, seed: int):
 
 
 class MultiSequenceSampler:
-    """Decodes up to MAX_SEQUENCES continuations of one prompt together on a `llama_cpp.Llama` whose context was
-    made with n_seq_max >= MAX_SEQUENCES and a unified KV cache (see `load_llama(multi_sequence=True)`)."""
+    """Decodes up to MAX_SEQUENCES continuations of one or more prompts together on a `llama_cpp.Llama` whose
+    context was made with n_seq_max >= MAX_SEQUENCES and a unified KV cache (see `load_llama(n_seq_max=...)`)."""
 
     def __init__(self, llm, eos_token_id: int):
         import llama_cpp
 
         self.llm = llm
         self.eos = eos_token_id
-        self.batch = llama_cpp.llama_batch_init(MAX_SEQUENCES, 0, 1)
+        self.batch = llama_cpp.llama_batch_init(max(MAX_SEQUENCES, llm.n_batch), 0, 1)
         self._lib = llama_cpp
 
     def close(self) -> None:
@@ -69,52 +73,91 @@ class MultiSequenceSampler:
     def sample(self, prompt: list[int], seeds: Sequence[int], *, max_tokens: int, temperature: float, top_p: float,
                stop: Sequence[str] = ()) -> list[Completion]:
         """One completion per seed, all continuing `prompt` (token ids), decoded together."""
-        if not 1 <= len(seeds) <= MAX_SEQUENCES:
-            raise ValueError(f"between 1 and {MAX_SEQUENCES} seeds per call, got {len(seeds)}")
+        return self.sample_groups([prompt], [seeds], max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  stop=stop)[0]
+
+    def sample_groups(self, prompts: Sequence[list[int]], seeds: Sequence[Sequence[int]], *, max_tokens: int,
+                      temperature: float, top_p: float, stop: Sequence[str] = ()) -> list[list[Completion]]:
+        """For each prompt (token ids), one completion per seed of its group; all decoded together."""
+        n = sum(len(group) for group in seeds)
+        if len(prompts) != len(seeds) or not prompts or not all(seeds) or n > MAX_SEQUENCES:
+            raise ValueError(f"one non-empty seed group per prompt, at most {MAX_SEQUENCES} seeds in all")
         n_ctx = self.llm.n_ctx()
-        max_tokens = min(max_tokens, (n_ctx - len(prompt)) // len(seeds))
+        max_tokens = min(max_tokens, (n_ctx - sum(len(p) for p in prompts)) // n)
         if max_tokens < 1:
-            raise ValueError(f"prompt of {len(prompt)} tokens and {len(seeds)} continuations do not fit the context "
-                             f"of {n_ctx}")
-        seqs = [_Seq(sampler_chain(temperature, top_p, seed), []) for seed in seeds]
+            raise ValueError(f"prompts of {sum(len(p) for p in prompts)} tokens and {n} continuations do not fit "
+                             f"the context of {n_ctx}")
+        groups: list[list[_Seq]] = []
         try:
-            self._eval_prompt(prompt, len(seeds))
-            for seq in seqs:
-                self._take(seq, self._draw(seq, -1), max_tokens, stop)
-            position = len(prompt)
-            while live := [(k, s) for k, s in enumerate(seqs) if s.finish is None]:
-                self._decode_step(live, position)
-                for index, (_, seq) in enumerate(live):
+            for prompt, group_seeds in zip(prompts, seeds):
+                first = sum(len(g) for g in groups)
+                groups.append([_Seq(sampler_chain(temperature, top_p, seed), first + k, len(prompt))
+                               for k, seed in enumerate(group_seeds)])
+                self._eval_prompt(prompt, first, len(group_seeds), prompts[0])
+                for seq in groups[-1]:  # the prompt's logits are overwritten by the next prompt's evaluation
+                    self._take(seq, self._draw(seq, -1), max_tokens, stop)
+            every = [seq for group in groups for seq in group]
+            while live := [seq for seq in every if seq.finish is None]:
+                self._decode_step(live)
+                for index, seq in enumerate(live):
                     self._take(seq, self._draw(seq, index), max_tokens, stop)
-                position += 1
         finally:
-            for seq in seqs:
+            for seq in (seq for group in groups for seq in group):
                 self._lib.llama_sampler_free(seq.sampler)
-            self._release(len(prompt), len(seeds))
-        return [Completion(text=s.text if stop else self.llm.detokenize(s.tokens).decode("utf-8", errors="ignore"),
-                           n_tokens=len(s.tokens), finish_reason=s.finish) for s in seqs]
+            self._release(len(prompts[0]))
+        return [[self._completion(seq, stop) for seq in group] for group in groups]
 
-    def _eval_prompt(self, prompt: list[int], n: int) -> None:
-        """Prompt into sequence 0 (reusing the cached prefix), then shared with sequences 1..n-1."""
+    def _completion(self, seq: _Seq, stop: Sequence[str]) -> Completion:
+        text = seq.text if stop else self.llm.detokenize(seq.tokens).decode("utf-8", errors="ignore")
+        return Completion(text=text, n_tokens=len(seq.tokens), finish_reason=seq.finish)
+
+    def _eval_prompt(self, prompt: list[int], first: int, n: int, first_prompt: list[int]) -> None:
+        """`prompt` into sequence `first`, then shared with sequences first+1..first+n-1. The first prompt goes to
+        sequence 0 reusing the cached prefix; a later one shares its common prefix with the first prompt's cells."""
         memory = self._memory
-        for k in range(1, MAX_SEQUENCES):
-            self._lib.llama_memory_seq_rm(memory, k, -1, -1)
-        eval_reusing_prefix(self.llm, prompt)
-        for k in range(1, n):
-            self._lib.llama_memory_seq_cp(memory, 0, k, -1, -1)
+        if first == 0:
+            for k in range(1, MAX_SEQUENCES):
+                self._lib.llama_memory_seq_rm(memory, k, -1, -1)
+            eval_reusing_prefix(self.llm, prompt)
+        else:
+            common = min(_common_prefix(prompt, first_prompt), len(prompt) - 1)
+            if common:
+                self._lib.llama_memory_seq_cp(memory, 0, first, 0, common)
+            self._eval_tail(prompt, common, first)
+        for k in range(first + 1, first + n):
+            self._lib.llama_memory_seq_cp(memory, first, k, -1, -1)
 
-    def _decode_step(self, live: list[tuple[int, _Seq]], position: int) -> None:
-        batch = self.batch
-        batch.n_tokens = len(live)
-        for i, (k, seq) in enumerate(live):
-            batch.token[i] = seq.tokens[-1]
+    def _eval_tail(self, prompt: list[int], start: int, seq_id: int) -> None:
+        """Decode prompt[start:] into `seq_id`, in chunks of the batch size; logits for the last token only."""
+        step = self.llm.n_batch
+        for chunk_start in range(start, len(prompt), step):
+            chunk = prompt[chunk_start:chunk_start + step]
+            last = chunk_start + len(chunk) == len(prompt)
+            self._fill(self.batch, [(token, chunk_start + i, seq_id, last and i == len(chunk) - 1)
+                                    for i, token in enumerate(chunk)])
+            self._decode(len(chunk))
+
+    def _decode_step(self, live: list[_Seq]) -> None:
+        self._fill(self.batch, [(seq.tokens[-1], seq.position, seq.seq_id, True) for seq in live])
+        self._decode(len(live))
+        for seq in live:
+            seq.position += 1
+
+    @staticmethod
+    def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
+        """(token, position, sequence, wants logits) per batch slot."""
+        batch.n_tokens = len(entries)
+        for i, (token, position, seq_id, logits) in enumerate(entries):
+            batch.token[i] = token
             batch.pos[i] = position
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = k
-            batch.logits[i] = 1
-        code = self._lib.llama_decode(self.llm._ctx.ctx, batch)
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = int(logits)
+
+    def _decode(self, n_tokens: int) -> None:
+        code = self._lib.llama_decode(self.llm._ctx.ctx, self.batch)
         if code != 0:
-            raise RuntimeError(f"llama_decode returned {code} on a batch of {len(live)} sequences")
+            raise RuntimeError(f"llama_decode returned {code} on a batch of {n_tokens} tokens")
 
     def _draw(self, seq: _Seq, index: int) -> int:
         return int(self._lib.llama_sampler_sample(seq.sampler, self.llm._ctx.ctx, index))
@@ -134,11 +177,20 @@ class MultiSequenceSampler:
         if len(seq.tokens) >= max_tokens:
             seq.finish = "length"
 
-    def _release(self, prompt_len: int, n: int) -> None:
-        """Drop the candidates' cells; sequence 0 keeps the prompt, so the next call can reuse it as a prefix."""
+    def _release(self, prompt_len: int) -> None:
+        """Drop every candidate's cells; sequence 0 keeps the first prompt, so the next call can reuse it."""
         memory = self._memory
-        for k in range(1, n):
+        for k in range(1, MAX_SEQUENCES):
             self._lib.llama_memory_seq_rm(memory, k, -1, -1)
         self._lib.llama_memory_seq_rm(memory, 0, prompt_len, -1)
         self.llm.n_tokens = prompt_len
         self.llm._requires_eval = True
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
