@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 from rich.table import Table
 
@@ -88,8 +90,6 @@ def eval_group() -> None:
 def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, adapter, limit, seed,
                   items_out, as_json):
     """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
-    import dataclasses
-
     from srlm_lite import evals
     from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
 
@@ -186,7 +186,11 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
 @click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL with `prompt`, `instruction` or MT-Bench `turns` (first turn).")
 @click.option("--judge-model", type=click.Path(exists=True, dir_okay=False),
-              help="GGUF of the pairwise judge. [default: the run's base model M0]")
+              help="GGUF of the judge. [default: the run's base model M0]")
+@click.option("--judge-mode", type=click.Choice(["expected", "forced", "sampled", "pairwise"]),
+              help="expected/forced/sampled: both answers scored with the rubric, the higher wins; pairwise: the "
+                   "letter judge in both orders (on SmolLM2-135M it always says 'A': every pair ties). "
+                   "[default: the run's judge mode]")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True,
               help="Token limit of an answer.")
 @click.option("--greedy", is_flag=True, help="Greedy answers instead of seeded sampling at T=0.7, top-p 0.9.")
@@ -194,15 +198,16 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the answers (the same for both sides).")
 @click.option("--out", "items_out", type=click.Path(dir_okay=False), help="Also write one JSON line per prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
-def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, max_tokens, greedy, limit, seed, items_out,
-                as_json):
-    """Head-to-head: M_I and M_J answer the same prompts; a pairwise judge compares each pair in both orders."""
+def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, max_tokens, greedy, limit, seed,
+                items_out, as_json):
+    """Head-to-head: M_I and M_J answer the same prompts; the judge (M0 by default) compares each pair."""
     from srlm_lite import evals
     from srlm_lite.evals.h2h import head_to_head
     from srlm_lite.evals.prompts import read_prompts
 
     try:
         config = evals.run_config(run_dir)
+        judge_config = dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode)
         spec_a = evals.resolve_model(run_dir, iter_a)
         spec_b = evals.resolve_model(run_dir, iter_b)
         spec_j = evals.resolve_model(model_path=judge_model) if judge_model else evals.resolve_model(run_dir, 0)
@@ -211,7 +216,9 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, max_tokens, 
         prompts = read_prompts(prompts_file, limit)
         err.print(f"[bold]eval h2h[/bold]: A = M{iter_a} vs B = M{iter_b} on {len(prompts)} prompts; "
                   f"answers {'greedy' if greedy else 'sampled at T=0.7, top-p 0.9'}, max {max_tokens} tokens; "
-                  f"judge: {judge_label}, pairwise in both orders (a tie when they disagree)")
+                  f"judge: {judge_label}, " + ("pairwise in both orders (a tie when they disagree)"
+                                               if judge_config.mode == "pairwise" else
+                                               f"rubric scores ({judge_config.mode}), the higher wins"))
         engines: dict = {}
 
         def engine_for(spec):
@@ -222,11 +229,12 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, max_tokens, 
         with progress_hooks() as hooks:
             summary = head_to_head(engine_for(spec_a), engine_for(spec_b), engine_for(spec_j), prompts,
                                    max_tokens=max_tokens, temperature=0.0 if greedy else 0.7,
-                                   top_p=1.0 if greedy else 0.9, seed=seed, min_mass=config.judge.min_digit_mass,
+                                   top_p=1.0 if greedy else 0.9, seed=seed, judge_config=judge_config,
                                    progress=hooks.progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    summary = {"a": f"M{iter_a}", "b": f"M{iter_b}", "judge": judge_label, "prompts_file": prompts_file,
+    summary = {"a": f"M{iter_a}", "b": f"M{iter_b}", "judge": f"{judge_label} ({judge_config.mode})",
+               "prompts_file": prompts_file,
                "sampling": "greedy" if greedy else "T=0.7, top-p 0.9", **summary}
     table = Table(title=f"M{iter_a} (A) vs M{iter_b} (B), judge: {spec_j.label if judge_model else 'M0'}")
     for name in ("n", "wins A", "ties", "losses A", "win rate A [95% CI]", "consistent", "chars A", "chars B",
@@ -238,8 +246,12 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, max_tokens, 
                   _pct(summary["position_consistency"]), str(summary["mean_chars_a"]), str(summary["mean_chars_b"]),
                   _pct(summary["longer_answer_won"]))
     err.print(table)
-    err.print(f"[dim]judge: {judge_label}; averaged over both orders, P(A better) = {summary['mean_p_a']} "
-              f"({summary['debiased_wins']} pairs lean A, {summary['debiased_losses']} lean B)[/dim]")
+    if judge_config.mode == "pairwise":
+        err.print(f"[dim]judge: {judge_label}; averaged over both orders, P(A better) = {summary['mean_p_a']} "
+                  f"({summary['debiased_wins']} pairs lean A, {summary['debiased_losses']} lean B)[/dim]")
+    else:
+        err.print(f"[dim]judge: {judge_label}; mean rubric score A {summary['mean_score_a']}, "
+                  f"B {summary['mean_score_b']}[/dim]")
     _finish(summary, items_out, as_json,
             f"M{iter_a} vs M{iter_b}: {summary['wins']} wins, {summary['ties']} ties, {summary['losses']} losses; "
             f"win rate {rate}; mean chars {summary['mean_chars_a']} vs {summary['mean_chars_b']}")

@@ -37,25 +37,26 @@ def parity(run_dir: str | Path | None = None) -> list[dict]:
     from .parity import parity_report
     from .runs import ADAPTER_DIR, iteration_dir
 
-    base = resolve_model_path(_run_model(run_dir))
-    rows = [{"model": "M0 (base)", **parity_report(base)}]
+    model_config = _run_model(run_dir)
+    base = resolve_model_path(model_config.path or None)
+    rows = [{"model": "M0 (base)", **parity_report(base, serve=model_config.serve)}]
     if run_dir:
         t = 1
         while (iteration_dir(run_dir, t) / ADAPTER_DIR / "adapter_config.json").exists():
             rows.append({"model": f"M{t} (iteration {t})",
-                         **parity_report(base, adapter_dir=iteration_dir(run_dir, t) / ADAPTER_DIR)})
+                         **parity_report(base, adapter_dir=iteration_dir(run_dir, t) / ADAPTER_DIR,
+                                         serve=model_config.serve)})
             t += 1
     for row in rows:
         row["ok"] = row["mean_abs_diff"] <= PARITY_LIMIT
     return rows
 
 
-def _run_model(run_dir) -> str | None:
-    if not run_dir:
-        return None
-    from .config import load
+def _run_model(run_dir):
+    """The run's [model] settings (the defaults without a run): which GGUF, and how llama.cpp serves it."""
+    from .config import ModelConfig, load
 
-    return load(Path(run_dir) / "config.toml").model.path or None
+    return load(Path(run_dir) / "config.toml").model if run_dir else ModelConfig()
 
 
 def _gflops_without_blas() -> float | None:

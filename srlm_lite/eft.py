@@ -22,10 +22,22 @@ from .templates import load_template
 _SCORE_LINE = re.compile(r"\n?\s*\**score\**\s*[:=\-].*$", re.IGNORECASE | re.DOTALL)
 
 
+TARGETS = ("verdict", "score")
+
+
 def verdict_text(justification: str, score: int) -> str:
     """The EFT target: the judge's justification (any score line it began dropped) and `Score: X` last."""
     body = _SCORE_LINE.sub("", justification).strip()
     return f"{body}\nScore: {score}" if body else f"Score: {score}"
+
+
+def target_text(example: dict, target: str) -> str:
+    """What SFT trains an EFT example's answer to be: `verdict` = justification + `Score: X` (the paper; what the
+    `forced` and `sampled` judges write), `score` = `Score: X` alone (what the `expected` judge reads: the digit
+    right after a forced `Score: `)."""
+    if target not in TARGETS:
+        raise ValueError(f"EFT target must be one of {', '.join(TARGETS)}, got {target!r}")
+    return example["response"] if target == "verdict" else f"Score: {example['score']}"
 
 
 def agreeing(score_preferred: int | None, score_other: int | None) -> bool:

@@ -54,8 +54,10 @@ def mlx_token_logprobs(model, tokens: list[int]) -> np.ndarray:
 
 
 @contextmanager
-def _llama(gguf_path: str | Path, lora_path: str | Path | None, n_ctx: int) -> Iterator[object]:
-    llm = load_llama(gguf_path, logits_all=True, n_ctx=n_ctx, lora_path=lora_path)
+def _llama(gguf_path: str | Path, lora_path: str | Path | None, n_ctx: int, serve: str) -> Iterator[object]:
+    from srlm_lite.serving import served_model
+
+    llm = load_llama(served_model(gguf_path, serve), logits_all=True, n_ctx=n_ctx, lora_path=lora_path)
     try:
         yield llm
     finally:
@@ -70,9 +72,10 @@ def _llama_logprobs(llm, tokens: list[int]) -> np.ndarray:
 
 
 def llama_token_logprobs(gguf_path: str | Path, tokens: list[int], lora_path: str | Path | None = None,
-                         n_ctx: int = 512) -> np.ndarray:
-    """log p(t_i | t_<i) for i >= 1 under llama.cpp (optionally with a GGUF LoRA adapter), as float64."""
-    return llama_logprobs_many(gguf_path, [tokens], lora_path, n_ctx)[0]
+                         n_ctx: int = 512, serve: str = "f16") -> np.ndarray:
+    """log p(t_i | t_<i) for i >= 1 under llama.cpp (optionally with a GGUF LoRA adapter), as float64; `serve`
+    picks the weights llama.cpp loads, as the sampler does (`serving.served_model`)."""
+    return llama_logprobs_many(gguf_path, [tokens], lora_path, n_ctx, serve)[0]
 
 
 def parity_tokens(gguf_path: str | Path) -> list[list[int]]:
@@ -93,15 +96,16 @@ def _gguf_adapter(adapter_dir: Path, tmp_dir: str) -> Path:
 
 
 def llama_logprobs_many(gguf_path: str | Path, seqs: list[list[int]], lora_path: str | Path | None = None,
-                        n_ctx: int = 512) -> list[np.ndarray]:
+                        n_ctx: int = 512, serve: str = "f16") -> list[np.ndarray]:
     """llama_token_logprobs for several sequences with one llama.cpp instance."""
-    with _llama(gguf_path, lora_path, max(n_ctx, max(map(len, seqs)))) as llm:
+    with _llama(gguf_path, lora_path, max(n_ctx, max(map(len, seqs))), serve) as llm:
         return [_llama_logprobs(llm, s) for s in seqs]
 
 
 def parity_logprobs(gguf_path: str | Path, adapter_dir: str | Path | None = None,
-                    model=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-text token log-probs of PARITY_TEXTS from MLX and from llama.cpp (base, or base + adapter).
+                    model=None, serve: str = "f16") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-text token log-probs of PARITY_TEXTS from MLX and from llama.cpp (base, or base + adapter), llama.cpp
+    serving the weights as the sampler does (`serve`).
 
     `model` reuses an already loaded MLX model; it must already carry the adapter when adapter_dir is given.
     """
@@ -113,7 +117,7 @@ def parity_logprobs(gguf_path: str | Path, adapter_dir: str | Path | None = None
     mlx_lp = [mlx_token_logprobs(model, s) for s in seqs]
     with tempfile.TemporaryDirectory() as tmp:
         lora = _gguf_adapter(Path(adapter_dir), tmp) if adapter_dir is not None else None
-        llama_lp = llama_logprobs_many(gguf_path, seqs, lora)
+        llama_lp = llama_logprobs_many(gguf_path, seqs, lora, serve=serve)
     return mlx_lp, llama_lp
 
 
@@ -128,8 +132,10 @@ def summarize_parity(mlx_lp: list[np.ndarray], llama_lp: list[np.ndarray]) -> di
     }
 
 
-def parity_report(gguf_path: str | Path, adapter_dir: str | Path | None = None, model=None) -> dict:
+def parity_report(gguf_path: str | Path, adapter_dir: str | Path | None = None, model=None,
+                  serve: str = "f16") -> dict:
     """Compare MLX and llama.cpp per-token log-probs on PARITY_TEXTS; a mean_abs_diff above ~0.1 means a bug."""
-    report = summarize_parity(*parity_logprobs(gguf_path, adapter_dir, model))
+    report = summarize_parity(*parity_logprobs(gguf_path, adapter_dir, model, serve))
     report["adapter"] = str(adapter_dir) if adapter_dir is not None else None
+    report["serve"] = serve
     return report

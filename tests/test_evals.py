@@ -249,13 +249,21 @@ def test_h2h_summary_hand_computed():
     assert (s["mean_p_a"], s["debiased_wins"], s["debiased_losses"]) == (0.64, 3, 1)
 
 
-def test_h2h_longer_side_wins_with_a_length_judge():
+@pytest.mark.parametrize("mode", ["pairwise", "expected", "forced"])
+def test_h2h_longer_side_wins_with_a_length_judge(mode):
     prompts = [{"id": str(i), "prompt": f"question {i}"} for i in range(4)]
-    result = h2h.head_to_head(LengthJudge(answer_words=30), LengthJudge(answer_words=5), LengthJudge(), prompts)
-    assert (result["wins"], result["ties"], result["losses"]) == (4, 0, 0)
+    config = JudgeConfig(mode=mode, judge_samples=2)
+    result = h2h.head_to_head(LengthJudge(answer_words=30), LengthJudge(answer_words=5), LengthJudge(), prompts,
+                              judge_config=config)
+    assert (result["wins"], result["ties"], result["losses"]) == (4, 0, 0) and result["judge_mode"] == mode
     assert result["win_rate"] == 1.0 and result["mean_tokens_a"] == 30 and result["longer_answer_won"] == 1.0
-    same = h2h.head_to_head(LengthJudge(), LengthJudge(), LengthJudge(position_bias=True), prompts)
-    assert same["ties"] == 4 and same["win_rate"] == 0.5
+    if mode == "pairwise":
+        assert result["position_consistency"] == 1.0 and result["mean_score_a"] is None
+    else:  # the rubric judge scored both sides; the longer side higher
+        assert result["mean_score_a"] > result["mean_score_b"] and result["mean_p_a"] is None
+    same = h2h.head_to_head(LengthJudge(), LengthJudge(), LengthJudge(position_bias=True), prompts,
+                            judge_config=config)
+    assert same["ties"] == 4 and same["win_rate"] == 0.5  # identical answers: position bias or equal scores
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
@@ -301,7 +309,7 @@ def test_cli_eval_commands_on_a_fake_engine(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     summary = _last_json(result.output)
     assert summary["n"] == 3 and summary["wins"] + summary["ties"] + summary["losses"] == 3
-    assert "M0" in summary["judge"] and "default" in summary["judge"]
+    assert "M0" in summary["judge"] and "default" in summary["judge"] and "(expected)" in summary["judge"]
     assert len(opened) == 2  # the judge M0 is side A's engine, loaded once
     assert opened[1].lora == run / "iter_1" / "adapter" / "adapter.gguf"
 

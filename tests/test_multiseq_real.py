@@ -51,9 +51,11 @@ def test_batches_are_reproducible_and_candidates_differ(real_model_path):
 
 def test_stop_strings_and_a_clean_cache_after_a_batch(real_model_path):
     engine = _fresh(real_model_path)
-    prompt = engine.chat_prompt("Count from one to ten in words, separated by commas.")
-    outs = engine.complete_n(prompt, seeds=[5, 6], max_tokens=40, temperature=0.0, top_p=1.0, stop=["3."])
-    assert all("3." not in o.text and o.finish_reason == "stop" and o.text for o in outs)
+    prompt = engine.chat_prompt("Describe the planet Jupiter in two sentences.")
+    free = engine.complete_n(prompt, seeds=[5, 6], max_tokens=40, temperature=0.0, top_p=1.0)[0].text
+    stop = " " + free.split()[4]  # the fifth word of the greedy answer: the batch must stop just before it
+    outs = engine.complete_n(prompt, seeds=[5, 6], max_tokens=40, temperature=0.0, top_p=1.0, stop=[stop])
+    assert all(o.text == free[:free.index(stop)] and o.finish_reason == "stop" and o.text for o in outs)
     # after a batch, the single-sequence path still sees only its own prompt
     other = engine.chat_prompt("Name the largest planet.")
     after = engine.complete(other, max_tokens=20, temperature=0.0, top_p=1.0, seed=0).text

@@ -69,3 +69,11 @@ def test_eft_build_keeps_only_agreeing_verdicts():
     balanced, stats = eft.build(ScriptedEngine(), pairs, JudgeConfig(judge_samples=2, mode="forced"),
                                     balance_lengths=True)
     assert balanced == [] and stats["examples"] == 0  # no shorter-preferred pair agreed: nothing to balance with
+
+
+def test_eft_target_is_the_whole_verdict_or_the_score_line_the_expected_judge_reads():
+    example = {"response": "On topic and complete.\nScore: 4", "score": 4}
+    assert eft.target_text(example, "verdict") == "On topic and complete.\nScore: 4"
+    assert eft.target_text(example, "score") == "Score: 4"
+    with pytest.raises(ValueError, match="target"):
+        eft.target_text(example, "label")

@@ -74,8 +74,13 @@ def load_llama(
     logits_all: bool = False,
     seed: int = 0,
     n_seq_max: int = 1,
+    flash_attn: bool = True,
 ):
     """A llama_cpp.Llama with every default that hurts set explicitly (context, threads, seed, logging).
+
+    Flash attention is on (llama-cpp-python's default is off): it skips the KV cells a sequence may not see, which
+    the candidates of several prompts in one unified cache are to each other (measured: 16 candidates decoded
+    together 270 vs 217 tokens/s), and it is no slower for one sequence.
 
     On CPUs with AMX the extra buffer types are off (see `_extra_buffers_off`); SRLM_LLAMA_EXTRA_BUFTS=1 keeps them.
     `n_seq_max` > 1 makes a context for multi-sequence batches (see `multiseq.py`).
@@ -97,6 +102,7 @@ def load_llama(
             n_threads_batch=threads,
             logits_all=logits_all,
             seed=seed,
+            flash_attn=flash_attn,
             verbose=False,
         )
 
@@ -142,13 +148,17 @@ class LlamaCppEngine:
         n_threads: int = 0,
         n_batch: int = 512,
         batched: bool = True,
+        serve: str = "f16",
+        flash_attn: bool = True,
     ):
+        from ..serving import served_model
         from .multiseq import MAX_SEQUENCES, MultiSequenceSampler
 
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path else None
-        self.llm = load_llama(model_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                              n_seq_max=MAX_SEQUENCES if batched else 1)
+        self.served_path = served_model(self.model_path, serve)
+        self.llm = load_llama(self.served_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads,
+                              n_batch=n_batch, n_seq_max=MAX_SEQUENCES if batched else 1, flash_attn=flash_attn)
         self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
         self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
         self._multi = MultiSequenceSampler(self.llm, self.tokenizer.eos_token_id) if batched else None
@@ -157,7 +167,8 @@ class LlamaCppEngine:
     def from_config(cls, model_path: str | Path, config, lora_path: str | Path | None = None) -> "LlamaCppEngine":
         """An engine with a run's `[model]` settings (a ModelConfig: context, threads, batch, batched sampling)."""
         return cls(model_path, lora_path=lora_path, n_ctx=config.n_ctx, n_threads=config.n_threads,
-                   n_batch=config.n_batch, batched=config.batched)
+                   n_batch=config.n_batch, batched=config.batched, serve=config.serve,
+                   flash_attn=config.flash_attn)
 
     def chat_prompt(self, user: str) -> str:
         return self.tokenizer.prompt_text(user)

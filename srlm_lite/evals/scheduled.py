@@ -87,7 +87,7 @@ def _run(kind: str, path: Path, run_dir: Path, config: RunConfig, k: int, progre
 
     base = open_engine(resolve_model(run_dir, 0), config)
     summary = head_to_head(open_engine(spec, config), base, base, read_prompts(path, limit),
-                           max_tokens=H2H_MAX_TOKENS, seed=config.seed, min_mass=config.judge.min_digit_mass,
-                           progress=progress)
-    return {"model": f"M{k}", "iteration": k, "a": f"M{k}", "b": "M0", "judge": "M0", "prompts_file": str(path),
+                           max_tokens=H2H_MAX_TOKENS, seed=config.seed, judge_config=config.judge, progress=progress)
+    return {"model": f"M{k}", "iteration": k, "a": f"M{k}", "b": "M0", "judge": f"M0 ({config.judge.mode})",
+            "prompts_file": str(path),
             **summary}
