@@ -29,10 +29,10 @@ def doctor(run_dir, as_json):
     with err.status("engine parity (MLX vs llama.cpp log-probs)..."):
         rows = lib.parity(run_dir)
     parity_table = Table(title=f"engine parity: mean |Δ log p| per token (limit {lib.PARITY_LIMIT})")
-    for name in ("model", "tokens", "mean |Δ|", "max |Δ|", "ok"):
+    for name in ("model", "llama.cpp serves", "tokens", "mean |Δ|", "max |Δ|", "ok"):
         parity_table.add_column(name)
     for row in rows:
-        parity_table.add_row(row["model"], str(row["n_tokens"]), f"{row['mean_abs_diff']:.4f}",
+        parity_table.add_row(row["model"], row["serve"], str(row["n_tokens"]), f"{row['mean_abs_diff']:.4f}",
                              f"{row['max_abs_diff']:.3f}", "yes" if row["ok"] else "[red]NO[/red]")
     err.print(parity_table)
     if as_json:

@@ -449,8 +449,8 @@ def test_real_eval_ifeval(real_model_path):
 @pytest.mark.real
 @needs_data
 def test_real_eval_h2h(real_model_path, tmp_path):
-    """M0 vs M0 gives identical answers (same seeds), so the judge's two orders must disagree: all ties. M0 vs a
-    random-LoRA M1 runs the whole command with an adapter."""
+    """M0 vs M0 gives identical answers (same seeds), so every pair ties. M0 vs a random-LoRA M1 runs the whole
+    command with an adapter, judged by M0's rubric judge (the run's default, `expected`)."""
     from srlm_lite.blas import import_mlx
     from srlm_lite.lora import adapter_weights, attach_lora, export_gguf_lora, save_adapter
     from srlm_lite.models import load_mlx_model
@@ -473,5 +473,6 @@ def test_real_eval_h2h(real_model_path, tmp_path):
     s = _run_cli(["eval", "h2h", "--run", str(run), "--a", "0", "--b", "1", "--prompts", str(MT_BENCH),
                   "--limit", "4", "--max-tokens", "48", "--json"])
     assert s["n"] == 4 and s["wins"] + s["ties"] + s["losses"] == 4 and s["ci_low"] <= s["win_rate"] <= s["ci_high"]
-    assert s["mean_tokens_a"] > 0 and s["mean_tokens_b"] > 0 and "M0" in s["judge"]
+    assert s["mean_tokens_a"] > 0 and s["mean_tokens_b"] > 0 and "M0" in s["judge"] and "(expected)" in s["judge"]
+    assert s["mean_score_a"] is not None and s["mean_score_b"] is not None
 

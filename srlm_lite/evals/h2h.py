@@ -40,6 +40,8 @@ def compare(judge: Engine, config: JudgeConfig, instruction: str, a: str, b: str
                 "orders": verdict["orders"]}
     from .judge_eval import pointwise_score
 
+    if a == b:  # a text cannot beat itself; scoring it twice would only measure llama.cpp's float noise
+        return {"outcome": "tie", "score_a": None, "score_b": None}
     score_a, score_b = (pointwise_score(judge, instruction, text, config,
                                         [derive_seed(seed, "h2h-judge", key, side, j) for j in
                                          range(config.judge_samples)])["score"]
