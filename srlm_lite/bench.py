@@ -296,7 +296,7 @@ def _train_seconds(model: Path, tokenized, config: TrainConfig, pad_id: int, pla
         return {"seconds": _plain_dpo_seconds(policy, model, tokenized, config, pad_id), "parameters": n_params}
     with tempfile.TemporaryDirectory(prefix="srlm-bench-train-") as tmp:
         started = time.perf_counter()
-        reference = reference_logps(policy, tokenized, Path(tmp), config.batch_size * 2, pad_id)
+        reference = reference_logps(policy, tokenized, Path(tmp), config.batch_size, pad_id)
         train_dpo(policy, tokenized, reference, config, Path(tmp), pad_id=pad_id, seed=0)
         return {"seconds": time.perf_counter() - started, "parameters": n_params}
 
@@ -376,17 +376,19 @@ def bench_iteration(model: Path, size: BenchSize, say: Callable[[str], None]) ->
 
     runs = {}
     with tempfile.TemporaryDirectory(prefix="srlm-bench-") as tmp:
-        for name, batched in (("ours", True), ("baseline", False)):
-            config = from_dict({**size.iteration, "model": {"path": str(model), "batched": batched}})
-            say(f"iteration ({name}): one iteration in a subprocess, batched sampling {'on' if batched else 'off'}")
+        for name, fast in (("ours", True), ("baseline", False)):
+            engine = {"path": str(model), "batched": fast, "serve": "f16" if fast else "gguf", "flash_attn": fast}
+            config = from_dict({**size.iteration, "model": engine})
+            say(f"iteration ({name}): one iteration in a subprocess, fast paths {'on' if fast else 'off'}")
             runs[name] = _iterate_subprocess(config, Path(tmp) / name)
     ours, base = runs["ours"], runs["baseline"]
     return figure("iteration", "seconds per iteration", ours["seconds"], base["seconds"], higher_is_better=False,
                   stages_ours=ours["stages"], stages_baseline=base["stages"],
                   peak_rss_mb_ours=ours["peak_rss_mb"], peak_rss_mb_baseline=base["peak_rss_mb"],
                   config=size.iteration or "default",
-                  compares="one iteration (instructions, responses, judge, pairs, train) with batched sampling vs "
-                           "[model] batched = false")
+                  compares="one iteration (instructions, responses, judge, pairs, train) as iterate runs it vs "
+                           "with its speed-only options off: [model] batched = false, serve = 'gguf', "
+                           "flash_attn = false (the judge mode and everything else the same)")
 
 
 def _iterate_subprocess(config: RunConfig, out: Path) -> dict:

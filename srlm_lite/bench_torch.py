@@ -180,7 +180,7 @@ def dpo_tokens_per_second(model_path: str | Path, tokenized_pairs, config: Train
         torch.manual_seed(0)
         model = model if model is not None else attach_peft_lora(torch_llama(model_path), config)
         started = time.perf_counter()
-        reference = reference_logps(model, tokenized_pairs, config.batch_size * 2, pad_id)
+        reference = reference_logps(model, tokenized_pairs, config.batch_size, pad_id)
         train_dpo(model, tokenized_pairs, reference, config, pad_id)
         seconds = time.perf_counter() - started
     finally:

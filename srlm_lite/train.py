@@ -209,7 +209,9 @@ def run(pairs: list[dict], out_dir: Path, config: TrainConfig, *, base_model: Pa
         lora_config = attach_lora(model, rank=config.lora_rank, scale=config.lora_scale,
                                   num_layers=config.lora_layers)
     pad_id = tokenizer.eos_token_id
-    reference = reference_logps(model, tokenized, out_dir, config.batch_size * 2, pad_id, progress)
+    # the training batches exactly: at step 1 the policy's log-probs then equal the reference's bit for bit (rewards
+    # 0, accuracy 0), where other batch shapes would leave BLAS rounding noise that reads as reward accuracy
+    reference = reference_logps(model, tokenized, out_dir, config.batch_size, pad_id, progress)
     records = train_dpo(model, tokenized, reference, config, out_dir, pad_id=pad_id,
                         seed=derive_seed(run_seed, iteration, "train"), progress=progress)
     end = evaluate(model, tokenized, reference, config.batch_size * 2, pad_id, Objective.from_config(config))

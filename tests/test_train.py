@@ -51,12 +51,13 @@ def test_dpo_on_tiny_model_starts_at_ln2_and_falls(tiny_model, tmp_path):
     mx.random.seed(1)
     attach_lora(tiny_model, rank=4, scale=10.0, num_layers=-1)
     pairs = _synthetic_pairs(12, np.random.default_rng(0))
-    reference = reference_logps(tiny_model, pairs, tmp_path, batch_size=4, pad_id=0)
-    assert len(read_jsonl(tmp_path / "reference_logps.jsonl")) == 12
     config = TrainConfig(learning_rate=1e-2, epochs=4, batch_size=3, beta=0.1)
+    reference = reference_logps(tiny_model, pairs, tmp_path, batch_size=config.batch_size, pad_id=0)  # as `run`
+    assert len(read_jsonl(tmp_path / "reference_logps.jsonl")) == 12
     records = train_dpo(tiny_model, pairs, reference, config, tmp_path, pad_id=0, seed=0)
     assert records[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
-    assert records[0]["rewards/accuracies"] == 0.0
+    # the same batches as the reference pass: exactly zero rewards, no rounding noise to read as accuracy
+    assert records[0]["rewards/margins"] == 0.0 and records[0]["rewards/accuracies"] == 0.0
     end = evaluate(tiny_model, pairs, reference, 4, 0, Objective.from_config(config))
     assert end["loss"] < 0.6 and end["rewards/accuracies"] > 0.8 and end["rewards/margins"] > 0
     log = read_jsonl(tmp_path / "train_log.jsonl")
