@@ -39,7 +39,7 @@ QUICK = BenchSize(prompts=4, samples=4, max_tokens=64, judge_items=2, judge_samp
                   train_pairs=8, matmul_n=512,
                   iteration={"iterations": 1, "instructions": {"num_prompts": 4},
                              "responses": {"samples": 4, "max_tokens": 48}, "judge": {"judge_samples": 2}})
-FULL = BenchSize(prompts=16, samples=4, max_tokens=128, judge_items=20, judge_samples=3, baseline_judge_tokens=256,
+FULL = BenchSize(prompts=16, samples=4, max_tokens=128, judge_items=40, judge_samples=3, baseline_judge_tokens=256,
                  train_pairs=32, matmul_n=1024, iteration={"iterations": 1})
 
 

@@ -110,14 +110,18 @@ def load_llama(
 def eval_reusing_prefix(llm, tokens: list[int]) -> None:
     """Evaluate `tokens` on `llm` (sequence 0), reusing the KV cache of the longest prefix already evaluated. At
     least the last token is decoded, so the logits that follow are this sequence's."""
-    cached = llm.input_ids[: llm.n_tokens].tolist()
-    prefix = 0
-    for a, b in zip(cached, tokens):
-        if a != b:
-            break
-        prefix += 1
-    llm.n_tokens = min(prefix, len(tokens) - 1)
+    llm.n_tokens = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
     llm.eval(tokens[llm.n_tokens:])
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def pack_units(units: list[tuple], max_sequences: int, n_ctx: int, max_tokens: int) -> list[list[tuple]]:

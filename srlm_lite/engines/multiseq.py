@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .base import SEQUENCES_PER_BATCH, Completion
-from .llama_cpp import eval_reusing_prefix
+from .llama_cpp import common_prefix, eval_reusing_prefix
 
 MAX_SEQUENCES = SEQUENCES_PER_BATCH  # n_seq_max of the context: the most candidates decoded together
 
@@ -120,7 +120,7 @@ class MultiSequenceSampler:
                 self._lib.llama_memory_seq_rm(memory, k, -1, -1)
             eval_reusing_prefix(self.llm, prompt)
         else:
-            common = min(_common_prefix(prompt, first_prompt), len(prompt) - 1)
+            common = min(common_prefix(prompt, first_prompt), len(prompt) - 1)
             if common:
                 self._lib.llama_memory_seq_cp(memory, 0, first, 0, common)
             self._eval_tail(prompt, common, first)
@@ -186,11 +186,3 @@ class MultiSequenceSampler:
         self.llm.n_tokens = prompt_len
         self.llm._requires_eval = True
 
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
