@@ -36,7 +36,7 @@ def _default(dotted: str) -> str:
               help=f"Judgments per response, averaged (J). {_default('judge.judge_samples')}")
 @click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected", "pairwise"]),
               help="expected: no justification, the expected digit after a forced 'Score: ', one forward pass per "
-                   "response (fastest, deterministic, J ignored; ranked labelled pairs best here, 59% vs 48% for "
+                   "response (fastest, deterministic, J ignored; ranked labelled pairs best here, 57% vs 54% for "
                    "forced); forced: J sampled justifications, each scored from its own 'Score: X' or the digit "
                    "distribution after a forced 'Score: ' (2-5x slower); sampled: free-text verdicts only (paper; a "
                    "small model rarely writes a score); pairwise: every two candidates compared in both orders from "
@@ -130,5 +130,5 @@ def judge_caveat(iterations: list[dict], mode: str) -> str:
     else:
         how = f"{mode} judge (no text is generated); in the worst iteration {scored:.0%} of verdicts had a score"
     return (f"[yellow]Judge: {how}. A small model's judge is the method's weak point: SmolLM2-135M's best judging "
-            "format ranks labelled answer pairs at 59%, mostly by length (README, 'A judge with signal'), so score "
-            "gaps are weak signal.[/yellow]")
+            "format ranks labelled answer pairs at 57% (150 pairs), mostly by length (README, 'A judge with "
+            "signal'), so score gaps are weak signal.[/yellow]")

@@ -53,6 +53,13 @@ def figure(name: str, unit: str, ours: float | None, baseline: float | None, *, 
             "ratio": _round(ratio, 2), **extra}
 
 
+def figure_line(row: dict) -> str:
+    """One figure as a line of text: name, ours vs baseline in its unit, the ratio (or why there is none)."""
+    if row.get("baseline") is None:
+        return f"{row['name']}: {row['ours']} {row['unit']} ({row.get('skipped') or 'no baseline'})"
+    return f"{row['name']}: {row['ours']} vs {row['baseline']} {row['unit']}, ratio {row['ratio']}x"
+
+
 def machine() -> dict:
     import platform
 
@@ -74,24 +81,31 @@ def run_bench(size: BenchSize, *, model: Path | None = None, pairs_file: Path | 
     labelled = _labelled_pairs(pairs_file, max(size.judge_items, size.train_pairs))
     wanted = set(only) or {"sampling", "judging", "training", "blas", "iteration"}
     figures, sampled = [], []
-    if "sampling" in wanted or not labelled:
+
+    def measured(rows: list[dict]) -> None:
+        """Keep the figures and say each one at once: a later failure does not lose what was measured."""
+        figures.extend(rows)
+        for row in rows:
+            say(f"  -> {figure_line(row)}")
+
+    if "sampling" in wanted or (not labelled and wanted & {"judging", "training"}):
         row, sampled = bench_sampling(model, prompts, size, say)
-        figures += [row] if "sampling" in wanted else []
+        measured([row] if "sampling" in wanted else [])
     if "judging" in wanted:
         items = (judge_items_from_pairs(labelled[: size.judge_items]) if labelled else
                  [{"instruction": p, "response": outs[0]} for p, outs in sampled][: 2 * size.judge_items])
-        figures += bench_judging(model, items, size, say)
+        measured(bench_judging(model, items, size, say))
     if "training" in wanted:
         train_pairs = ([{"id": f"pair-{p['index']}", "prompt": p["instruction"],
                          "chosen": p[f"response_{p['preferred']}"],
                          "rejected": p["response_b" if p["preferred"] == "a" else "response_a"]} for p in labelled]
                        if labelled else _pairs_from_samples(sampled))
-        figures += bench_training(model, train_pairs[: size.train_pairs], size, say)
+        measured(bench_training(model, train_pairs[: size.train_pairs], size, say))
     if "blas" in wanted:
         say("blas: MLX matmul with and without OpenBLAS")
-        figures.append(bench_blas(size))
+        measured([bench_blas(size)])
     if "iteration" in wanted:
-        figures.append(bench_iteration(model, size, say))
+        measured([bench_iteration(model, size, say)])
     return {"figures": figures, "machine": machine(), "model": str(model),
             "pairs_file": str(pairs_file) if pairs_file else None}
 
@@ -385,6 +399,10 @@ def bench_iteration(model: Path, size: BenchSize, say: Callable[[str], None]) ->
     return figure("iteration", "seconds per iteration", ours["seconds"], base["seconds"], higher_is_better=False,
                   stages_ours=ours["stages"], stages_baseline=base["stages"],
                   peak_rss_mb_ours=ours["peak_rss_mb"], peak_rss_mb_baseline=base["peak_rss_mb"],
+                  # the two sample their own answers (other weights, other float noise): train time follows these
+                  pairs_ours=ours["pairs"], pairs_baseline=base["pairs"],
+                  mean_response_tokens_ours=ours["mean_response_tokens"],
+                  mean_response_tokens_baseline=base["mean_response_tokens"],
                   config=size.iteration or "default",
                   compares="one iteration (instructions, responses, judge, pairs, train) as iterate runs it vs "
                            "with its speed-only options off: [model] batched = false, serve = 'gguf', "
@@ -394,19 +412,46 @@ def bench_iteration(model: Path, size: BenchSize, say: Callable[[str], None]) ->
 def _iterate_subprocess(config: RunConfig, out: Path) -> dict:
     out.mkdir(parents=True)
     (out / "bench.toml").write_text(to_toml(config))
-    command = [sys.executable, "-m", "srlm_lite", "iterate", "--config", str(out / "bench.toml"), "--out",
+    # -P: the child imports srlm_lite from the environment, as this process did, never from the working directory
+    command = [sys.executable, "-P", "-m", "srlm_lite", "iterate", "--config", str(out / "bench.toml"), "--out",
                str(out / "run")]
     started = time.perf_counter()
     with open(out / "stderr.log", "wb") as log:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS, not the max over all children
+        peak_mb = _wait_for_peak_rss_mb(process)
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"bench iteration failed: {(out / 'stderr.log').read_text()[-2000:]}")
     summary = read_json(out / "run" / "iter_1" / "manifest.json")["summary"]
-    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
-    return {"seconds": seconds, "stages": summary["seconds"], "peak_rss_mb": round(usage.ru_maxrss / scale, 1)}
+    return {"seconds": seconds, "stages": summary["seconds"], "peak_rss_mb": round(peak_mb, 1),
+            "pairs": summary["pairs"], "mean_response_tokens": summary["mean_response_tokens"]}
+
+
+def _wait_for_peak_rss_mb(process: subprocess.Popen) -> float:
+    """Wait for the child; its own peak resident memory in MB.
+
+    Linux: the high-water mark of the child's address space (VmHWM), read until it exits. Not the rusage
+    ru_maxrss: Linux carries the forking parent's peak into the child's across exec, so a child forked by a
+    bench that has grown to gigabytes would report the bench's size. Elsewhere (macOS): ru_maxrss, in bytes.
+    """
+    status, peak_kb = Path(f"/proc/{process.pid}/status"), 0
+    if not status.exists():
+        _, code, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(code)
+        return usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    while process.poll() is None:
+        peak_kb = max(peak_kb, _vm_hwm_kb(status))
+        time.sleep(0.2)
+    return peak_kb / 1024
+
+
+def _vm_hwm_kb(status: Path) -> int:
+    """VmHWM (peak resident set, KiB) from a /proc/PID/status file; 0 once the process is gone."""
+    try:
+        text = status.read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

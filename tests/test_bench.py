@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from srlm_lite.bench import _agreement, _pairs_from_samples, figure, judge_items_from_pairs
+from srlm_lite.bench import _agreement, _pairs_from_samples, _vm_hwm_kb, figure, figure_line, judge_items_from_pairs
 
 
 def test_ratio_above_one_means_ours_is_better_both_ways():
@@ -14,6 +14,20 @@ def test_ratio_above_one_means_ours_is_better_both_ways():
     assert figure("x", "s", 0.5, 2.0, higher_is_better=False)["ratio"] == 4.0
     assert figure("x", "s", 2.0, 0.5, higher_is_better=False)["ratio"] == 0.25
     assert figure("x", "s", 1.0, None, higher_is_better=False)["ratio"] is None
+
+
+def test_figure_line_says_ours_baseline_and_ratio_or_why_there_is_none():
+    row = figure("sampling", "tokens/s", 300.0, 100.0, higher_is_better=True)
+    assert figure_line(row) == "sampling: 300.0 vs 100.0 tokens/s, ratio 3.0x"
+    skipped = figure("training_torch", "tokens/s", 60.0, None, higher_is_better=True, skipped="torch not installed")
+    assert figure_line(skipped) == "training_torch: 60.0 tokens/s (torch not installed)"
+
+
+def test_peak_memory_is_read_from_vm_hwm_and_zero_once_the_process_is_gone(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t  2974 kB\nVmRSS:\t 1000 kB\n")
+    assert _vm_hwm_kb(status) == 2974
+    assert _vm_hwm_kb(tmp_path / "gone") == 0
 
 
 def test_judge_items_carry_their_labels_and_agreement_counts_ties_half():
