@@ -185,4 +185,3 @@ class MultiSequenceSampler:
         self._lib.llama_memory_seq_rm(memory, 0, prompt_len, -1)
         self.llm.n_tokens = prompt_len
         self.llm._requires_eval = True
-
