@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .ui import err, out, print_json_last
+from srlm_lite.tools.bench import FIGURES
 
-FIGURES = ("sampling", "judging", "training", "blas", "iteration")
+from .options import choice
+from .ui import err, out, print_json_last
 
 
 @click.command()
@@ -16,11 +17,11 @@ FIGURES = ("sampling", "judging", "training", "blas", "iteration")
               help="Labelled pairs JSONL (as `eval judge --pairs`): judge agreement is reported beside judge speed, "
                    "and training uses these pairs. Without it, the bench's own sampled answers are used.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False), help="GGUF model (default: the embedded one).")
-@click.option("--only", multiple=True, type=click.Choice(FIGURES), help="Only these figures (repeatable).")
+@click.option("--only", multiple=True, type=choice(FIGURES), help="Only these figures (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
 def bench(quick, pairs_file, model, only, as_json):
     """Measure sampling, judging, training, BLAS and one iteration: ours vs the baseline, in one process."""
-    from srlm_lite.bench import FULL, QUICK, run_bench
+    from srlm_lite.tools.bench import FULL, QUICK, run_bench
 
     try:
         result = run_bench(QUICK if quick else FULL, model=model, pairs_file=pairs_file, only=tuple(only),

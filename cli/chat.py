@@ -25,7 +25,7 @@ HELP = "/reset clears the conversation, /quit leaves (so does Ctrl-D)"
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first reply (then one per turn).")
 def chat(run_dir, iteration, model, temperature, top_p, max_tokens, seed):
     """Chat with M_k of a run in the terminal, keeping the conversation; /reset, /quit."""
-    from srlm_lite.gallery import Conversation, load_engine, run_models
+    from srlm_lite.tools.gallery import Conversation, load_engine, model_spec, run_models
 
     if iteration is not None and not run_dir:
         raise click.UsageError("--iteration needs --run DIR")
@@ -42,9 +42,10 @@ def chat(run_dir, iteration, model, temperature, top_p, max_tokens, seed):
             engine = load_engine(run_dir, k, model)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
-    what = f"{name} of {run_dir}" if run_dir else str(engine.model_path)
-    if engine.lora_path:
-        what += f" (base + {engine.lora_path})"
+    spec = model_spec(run_dir, k, model)
+    what = f"{name} of {run_dir}" if run_dir else str(spec.base)
+    if spec.adapter:
+        what += f" (base + {spec.lora_gguf})"
     err.print(f"[bold]srlm-lite chat[/bold] with {what}; {HELP}")
     conversation = Conversation(engine, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     echo = not sys.stdin.isatty()

@@ -14,7 +14,7 @@ from .ui import err, print_json_last
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
 def doctor(run_dir, as_json):
     """Check MLX (device, BLAS speed), llama.cpp, the embedded model, and MLX/llama.cpp log-prob parity."""
-    from srlm_lite import doctor as lib
+    from srlm_lite.tools import doctor as lib
 
     with err.status("measuring the environment..."):
         env = lib.environment()

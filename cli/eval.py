@@ -7,6 +7,11 @@ import dataclasses
 import click
 from rich.table import Table
 
+from srlm_lite.evals.judge_eval import MODES as EVAL_JUDGE_MODES
+from srlm_lite.evals.scheduled import H2H_MAX_TOKENS, IFEVAL_MAX_TOKENS
+from srlm_lite.judging import JUDGE_MODES, POINTWISE_MODES
+
+from .options import choice
 from .ui import err, out, print_json_last, progress_hooks
 
 
@@ -33,7 +38,7 @@ def _common_options(command):
 
 
 def _resolve(run_dir, iteration, model_path, adapter=None):
-    from srlm_lite.evals import resolve_model, run_config
+    from srlm_lite.runs import resolve_model, run_config
 
     if run_dir and (model_path or adapter):
         raise click.UsageError("give either --run DIR --iteration K or --model PATH / --adapter, not both")
@@ -50,7 +55,7 @@ def _resolve(run_dir, iteration, model_path, adapter=None):
 def _finish(summary: dict, items_out, as_json: bool, headline: str) -> None:
     items = summary.pop("items", [])
     if items_out:
-        from srlm_lite.runs import write_jsonl_atomic
+        from srlm_lite.records import write_jsonl_atomic
 
         write_jsonl_atomic(items_out, items)
         err.print(f"[dim]per-item records: {items_out}[/dim]")
@@ -78,19 +83,19 @@ def eval_group() -> None:
 @eval_group.command(name="judge")
 @click.option("--pairs", "pairs_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL: instruction, response_a, response_b, preferred (a/b); or instruction, responses, ranks.")
-@click.option("--mode", type=click.Choice(["pointwise", "pairwise"]), default="pointwise", show_default=True,
+@click.option("--mode", type=choice(EVAL_JUDGE_MODES), default="pointwise", show_default=True,
               help="pointwise: the run's rubric judge scores each answer alone; pairwise: P(A) vs P(B) after a "
                    "forced 'The better response is Response', in both orders (a tie when they disagree).")
 @click.option("--judge-samples", type=click.IntRange(min=1),
               help="Pointwise: verdicts per answer, averaged. [default: the run's judge.judge_samples, else 3]")
-@click.option("--judge-mode", type=click.Choice(["forced", "sampled", "expected"]),
+@click.option("--judge-mode", type=choice(POINTWISE_MODES),
               help="Pointwise: how a verdict is scored (see `iterate --help`). [default: the run's judge.mode]")
 @_model_options
 @_common_options
 def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, adapter, limit, seed,
                   items_out, as_json):
     """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
-    from srlm_lite import evals
+    from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
@@ -105,7 +110,7 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
                   + (f" and {len(rankings)} rankings" if rankings else "")
                   + (f", {judge_config.judge_samples} verdict(s) per answer, judge mode {judge_config.mode}"
                      if mode == "pointwise" else ""))
-        engine = evals.open_engine(spec, config)
+        engine = open_engine(spec, EngineOptions.from_config(config.model))
         with progress_hooks() as hooks:
             summary = evaluate_judge(engine, pairs, rankings, mode=mode, config=judge_config, seed=seed,
                                      progress=hooks.progress)
@@ -142,7 +147,7 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
 @eval_group.command(name="ifeval")
 @click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="IFEval JSONL: key, prompt, instruction_id_list, kwargs.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(min=1), default=IFEVAL_MAX_TOKENS, show_default=True,
               help="Token limit of one answer.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy (IFEval's setting).")
 @_model_options
@@ -150,7 +155,7 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
 def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, model_path, adapter, limit, seed,
                    items_out, as_json):
     """Answer IFEval prompts and check them with if-verifiable's checkers: prompt/instruction-level, strict/loose."""
-    from srlm_lite import evals
+    from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval, offline_checkers
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
@@ -159,7 +164,7 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
         offline_checkers()
         err.print(f"[bold]eval ifeval[/bold] of {spec.label} on {len(records)} prompts "
                   f"(max {max_tokens} tokens, T={temperature})")
-        engine = evals.open_engine(spec, config)
+        engine = open_engine(spec, EngineOptions.from_config(config.model))
         with progress_hooks() as hooks:
             summary = evaluate_ifeval(engine, records, max_tokens=max_tokens, temperature=temperature,
                                       top_p=1.0 if temperature == 0 else 0.9, seed=seed, progress=hooks.progress)
@@ -187,11 +192,11 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
               help="JSONL with `prompt`, `instruction` or MT-Bench `turns` (first turn).")
 @click.option("--judge-model", type=click.Path(exists=True, dir_okay=False),
               help="GGUF of the judge. [default: the run's base model M0]")
-@click.option("--judge-mode", type=click.Choice(["expected", "forced", "sampled", "pairwise"]),
+@click.option("--judge-mode", type=choice(JUDGE_MODES),
               help="expected/forced/sampled: both answers scored with the rubric, the higher wins; pairwise: the "
                    "letter judge in both orders (on SmolLM2-135M it always says 'A': every pair ties). "
                    "[default: the run's judge mode]")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(min=1), default=H2H_MAX_TOKENS, show_default=True,
               help="Token limit of an answer.")
 @click.option("--greedy", is_flag=True, help="Greedy answers instead of seeded sampling at T=0.7, top-p 0.9.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
@@ -201,16 +206,17 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
 def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, max_tokens, greedy, limit, seed,
                 items_out, as_json):
     """Head-to-head: M_I and M_J answer the same prompts; the judge (M0 by default) compares each pair."""
-    from srlm_lite import evals
+    from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.h2h import head_to_head
     from srlm_lite.evals.prompts import read_prompts
+    from srlm_lite.runs import resolve_model, run_config
 
     try:
-        config = evals.run_config(run_dir)
+        config = run_config(run_dir)
         judge_config = dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode)
-        spec_a = evals.resolve_model(run_dir, iter_a)
-        spec_b = evals.resolve_model(run_dir, iter_b)
-        spec_j = evals.resolve_model(model_path=judge_model) if judge_model else evals.resolve_model(run_dir, 0)
+        spec_a = resolve_model(run_dir, iter_a)
+        spec_b = resolve_model(run_dir, iter_b)
+        spec_j = resolve_model(model_path=judge_model) if judge_model else resolve_model(run_dir, 0)
         judge_label = (spec_j.label if judge_model
                        else f"the base model M0 of {run_dir} (default; --judge-model to change)")
         prompts = read_prompts(prompts_file, limit)
@@ -223,7 +229,7 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, 
 
         def engine_for(spec):
             if spec.key not in engines:
-                engines[spec.key] = evals.open_engine(spec, config)
+                engines[spec.key] = open_engine(spec, EngineOptions.from_config(config.model))
             return engines[spec.key]
 
         with progress_hooks() as hooks:

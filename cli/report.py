@@ -21,7 +21,7 @@ from .ui import err, out, print_json_last
 def report(run_dir, out_dir, no_gallery, gallery_tokens, as_json):
     """Plots and tables of a run: data funnel, scores, DPO curves, lengths, the judge, evaluations, a gallery."""
     from srlm_lite import report as lib
-    from srlm_lite.gallery import FILE, GallerySettings, build_gallery
+    from srlm_lite.tools.gallery import FILE, GallerySettings, build_gallery
 
     target = Path(out_dir) if out_dir else Path(run_dir) / lib.REPORT_DIR
     gallery = None

@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from srlm_lite.config import SFTConfig
+from srlm_lite.judging import POINTWISE_MODES
+from srlm_lite.training.eft import TARGETS
 
+from .options import choice
 from .ui import err, out, print_json_last, progress_hooks
 
 _SFT = SFTConfig()
@@ -30,8 +33,8 @@ _SFT = SFTConfig()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
 def sft(ift_file, eft_file, out_dir, model, epochs, learning_rate, batch_size, max_length, seed, as_json):
     """Supervised LoRA fine-tuning (loss on response tokens only): the M1 that `iterate --init DIR` starts from."""
-    from srlm_lite import sft as sft_lib
-    from srlm_lite.models import resolve_model_path
+    from srlm_lite.models.gguf import resolve_model_path
+    from srlm_lite.training import sft as sft_lib
 
     config = SFTConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length,
                        seed=seed)
@@ -76,7 +79,7 @@ _TARGET_HELP = ("What each EFT example's answer is: verdict = the judge's justif
 @click.option("--balance-scores", is_flag=True, help="Keep as many examples of each score as of the rarest.")
 @click.option("--balance-lengths", is_flag=True,
               help="Keep as many pairs where the preferred answer is longer as where it is shorter.")
-@click.option("--target", type=click.Choice(["verdict", "score"]), default="verdict", show_default=True,
+@click.option("--target", type=choice(TARGETS), default="verdict", show_default=True,
               help=_TARGET_HELP)
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -84,15 +87,16 @@ _TARGET_HELP = ("What each EFT example's answer is: verdict = the judge's justif
 def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance_scores, balance_lengths, target, limit,
               seed, as_json):
     """Judge labelled pairs with the rubric; keep each verdict pair whose score order agrees with the label."""
-    from srlm_lite import eft as eft_lib
-    from srlm_lite import evals
     from srlm_lite.config import JudgeConfig
+    from srlm_lite.engines import open_engine
     from srlm_lite.evals.judge_eval import load_judge_file
-    from srlm_lite.runs import write_jsonl_atomic
+    from srlm_lite.records import write_jsonl_atomic
+    from srlm_lite.runs import resolve_model
+    from srlm_lite.training import eft as eft_lib
 
     try:
         pairs, _ = load_judge_file(pairs_file, limit)
-        engine = evals.open_engine(evals.resolve_model(model_path=model, adapter=adapter))
+        engine = open_engine(resolve_model(model_path=model, adapter=adapter))
         config = JudgeConfig(mode="forced", judge_samples=samples, max_tokens=max_tokens)  # verdicts need text
         err.print(f"[bold]eft build[/bold]: {len(pairs)} pairs x 2 answers x {samples} verdicts")
         with progress_hooks() as hooks:
@@ -126,11 +130,11 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
               help="Token limit of an EFT justification.")
 @click.option("--balance-scores", is_flag=True, help="EFT: as many examples of each score as of the rarest.")
 @click.option("--balance-lengths", is_flag=True, help="EFT: as many longer-preferred as shorter-preferred pairs.")
-@click.option("--target", type=click.Choice(["verdict", "score"]), default="verdict", show_default=True,
+@click.option("--target", type=choice(TARGETS), default="verdict", show_default=True,
               help=_TARGET_HELP)
 @click.option("--epochs", type=click.IntRange(min=1), default=_SFT.epochs, show_default=True, help="SFT epochs.")
 @click.option("--learning-rate", type=float, default=_SFT.learning_rate, show_default=True, help="SFT learning rate.")
-@click.option("--judge-mode", "judge_modes", multiple=True, type=click.Choice(["expected", "forced", "sampled"]),
+@click.option("--judge-mode", "judge_modes", multiple=True, type=choice(POINTWISE_MODES),
               help="Judge mode(s) measured on the held-out pairs (repeatable; default: expected, iterate's default).")
 @click.option("--limit", type=click.IntRange(min=2), help="Only the first N pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -140,11 +144,11 @@ def eft_cv(pairs_file, out_dir, folds, ift_file, model, samples, max_tokens, bal
     """k-fold: EFT from the other folds -> M1 by SFT -> raw and M1 judges measured on the held-out fold."""
     from rich.table import Table
 
-    from srlm_lite import eft_cv
-    from srlm_lite import sft as sft_lib
     from srlm_lite.config import JudgeConfig
     from srlm_lite.evals.judge_eval import load_judge_file
-    from srlm_lite.models import resolve_model_path
+    from srlm_lite.models.gguf import resolve_model_path
+    from srlm_lite.training import eft_cv
+    from srlm_lite.training import sft as sft_lib
 
     settings = eft_cv.CVSettings(
         folds=folds, eft=JudgeConfig(mode="forced", judge_samples=samples, max_tokens=max_tokens),

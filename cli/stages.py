@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import click
 
+from .options import config_options, overrides
 from .ui import err, print_json_last, progress_hooks
 
-
-def _train_options(command):
-    """`train` alone may change its objective for this run of the stage (the run's config.toml is kept)."""
-    command = click.option("--length-normalize/--no-length-normalize", default=None,
-                           help="Log-probs averaged per response token. [default: the run's train.length_normalize]"
-                           )(command)
-    command = click.option("--loss", type=click.Choice(["sigmoid", "ipo", "hinge", "rpo"]),
-                           help="Preference loss. [default: the run's train.loss]")(command)
-    return command
+# `train` alone may change its objective for this run of the stage (the run's config.toml is kept)
+TRAIN_SETTINGS = ("train.loss", "train.length_normalize")
 
 
 def _stage_command(stage: str, help_text: str) -> click.Command:
@@ -23,20 +17,20 @@ def _stage_command(stage: str, help_text: str) -> click.Command:
                   help="Run directory made by `srlm-lite iterate` (its config.toml is used).")
     @click.option("--iteration", type=int, default=1, show_default=True, help="Iteration t (M_t samples and judges).")
     @click.option("--json", "as_json", is_flag=True, help="Print the stage's stats as one JSON line.")
-    def command(run_dir, iteration, as_json, loss=None, length_normalize=None):
+    def command(run_dir, iteration, as_json, **settings):
         from srlm_lite.loop import run_stage, stage_context
 
-        overrides = {"train.loss": loss, "train.length_normalize": length_normalize}
+        given = overrides(settings)
         try:
             with progress_hooks() as hooks:
-                stats = run_stage(stage_context(run_dir, iteration, hooks, overrides), stage)
+                stats = run_stage(stage_context(run_dir, iteration, hooks, given), stage)
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             raise click.ClickException(str(exc)) from exc
         err.print(stats)
         if as_json:
             print_json_last(stats)
 
-    return _train_options(command) if stage == "train" else command
+    return config_options(*TRAIN_SETTINGS)(command) if stage == "train" else command
 
 
 STAGE_COMMANDS = [

@@ -40,7 +40,7 @@ STAGE_LABELS = {
 @contextlib.contextmanager
 def progress_hooks(quiet: bool = False):
     """Yield a `Hooks` whose progress callback drives one rich bar per stage (items, rate, time left)."""
-    from srlm_lite.loop import Hooks
+    from srlm_lite.hooks import Hooks
 
     if quiet:
         yield Hooks(event=lambda m: None)

@@ -1,11 +1,10 @@
-"""Load an optimised BLAS before MLX on Linux (mlx-cpu bundles reference BLAS, ~30x slower); import MLX through here."""
+"""Load an optimised BLAS before MLX on Linux (mlx-cpu bundles reference BLAS, ~30x slower); `mlx_runtime` uses it."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,25 +88,3 @@ def ensure_fast_blas() -> BlasInfo:
         else:
             _INFO = BlasInfo(False, None, f"Unsupported platform {sys.platform}: no BLAS loaded.")
     return _INFO
-
-
-def import_mlx():
-    """Return mlx.core, guaranteeing the fast BLAS was loaded first."""
-    ensure_fast_blas()
-    import mlx.core as mx
-
-    return mx
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """Measured float32 MLX matmul speed in GFLOP/s (best of `repeats`)."""
-    mx = import_mlx()
-    a = mx.random.normal((n, n), dtype=mx.float32)
-    b = mx.random.normal((n, n), dtype=mx.float32)
-    mx.eval(a @ b)
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        mx.eval(a @ b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best / 1e9

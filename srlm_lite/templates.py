@@ -37,14 +37,11 @@ class Template:
 
 
 def _prompts_dir():
-    return resources.files("srlm_lite.prompts") if _installed() else resources.files("prompts")
+    """`srlm_lite.prompts`: the installed package, or the checkout's prompts/ folder mapped to that name."""
+    from ._checkout import map_checkout_packages
 
-
-def _installed() -> bool:
-    try:
-        return resources.files("srlm_lite.prompts").joinpath("judge.txt").is_file()
-    except ModuleNotFoundError:
-        return False
+    map_checkout_packages()
+    return resources.files("srlm_lite.prompts")
 
 
 @lru_cache(maxsize=None)

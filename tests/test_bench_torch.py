@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from srlm_lite import bench_torch
-from srlm_lite.blas import import_mlx
+from srlm_lite.tools import bench_torch
+from srlm_lite.mlx_runtime import mx
 from srlm_lite.config import TrainConfig
 
 if bench_torch.available() is not None:
@@ -16,7 +16,6 @@ if bench_torch.available() is not None:
 
 import torch  # noqa: E402
 
-mx = import_mlx()
 torch.set_num_threads(1)
 
 
@@ -51,15 +50,15 @@ def test_peft_lora_on_the_same_blocks_and_modules_with_the_same_scale(tiny_model
 
 @pytest.fixture(scope="module")
 def real_setup(real_model_path):
-    from srlm_lite.chat import ChatTokenizer
-    from srlm_lite.models import load_mlx_model
+    from srlm_lite.models.tokenizer import ChatTokenizer
+    from srlm_lite.models.mlx_model import load_mlx_model
 
     return real_model_path, load_mlx_model(real_model_path, dequantize=True), ChatTokenizer.from_gguf(real_model_path)
 
 
 @pytest.mark.real
 def test_torch_model_log_probs_match_mlx(real_setup):
-    from srlm_lite.train import TokenizedPair, batch_logps
+    from srlm_lite.training.dpo import TokenizedPair, batch_logps
 
     _, mlx_model, tokenizer = real_setup
     chosen, c_len = tokenizer.sequence("Name a colour.", "Blue, like the sky.")
@@ -76,7 +75,7 @@ def test_torch_model_log_probs_match_mlx(real_setup):
 
 @pytest.mark.real
 def test_two_pair_dpo_run_trains_the_lora(real_setup):
-    from srlm_lite.train import tokenize_pairs
+    from srlm_lite.training.dpo import tokenize_pairs
 
     path, mlx_model, tokenizer = real_setup
     config = TrainConfig(batch_size=1, max_length=64, lora_layers=2, learning_rate=1e-3)

@@ -29,13 +29,19 @@ def test_unsupported_model_gets_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "Q5_0" in result.output
 
 
+def _refused(args: list[str], code: int, message: str) -> None:
+    """The command exits with `code` and says `message`, as a handled error: no traceback, no exception."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_misuse_is_refused(tmp_path):
-    assert CliRunner().invoke(cli, ["iterate", "--resume"]).exit_code == 2
+    _refused(["iterate", "--resume"], 2, "--resume needs --out DIR")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "something").write_text("x")
-    result = CliRunner().invoke(cli, ["iterate", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "--resume" in result.output
-    result = CliRunner().invoke(cli, ["iterate", "--samples", "1", "--out", str(tmp_path / "r3")])
-    assert result.exit_code == 2 and "responses.samples must be >= 2" in result.output
-    result = CliRunner().invoke(cli, ["judge", "--run", str(tmp_path / "run")])
-    assert result.exit_code == 1
+    _refused(["iterate", "--out", str(tmp_path / "run")], 1, "pass --resume to continue it")
+    _refused(["iterate", "--samples", "1", "--out", str(tmp_path / "r3")], 2, "responses.samples must be >= 2")
+    _refused(["judge", "--run", str(tmp_path / "run")], 1, "config.toml")

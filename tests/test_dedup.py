@@ -3,8 +3,8 @@
 import pytest
 
 from srlm_lite.config import InstructionsConfig
-from srlm_lite.dedup import RougeDeduplicator, rouge_l, rouge_tokens
-from srlm_lite.instructions import clean, filter_reason
+from srlm_lite.stages.dedup import RougeDeduplicator, rouge_l, rouge_tokens
+from srlm_lite.stages.instructions import clean, filter_reason
 
 
 def test_rouge_l_hand_computed():

@@ -4,11 +4,10 @@ import math
 
 import pytest
 
-from srlm_lite.blas import import_mlx
+from srlm_lite.mlx_runtime import mx
 
-mx = import_mlx()
 
-from srlm_lite.dpo import dpo_loss, log_sigmoid  # noqa: E402
+from srlm_lite.training.losses import dpo_loss, log_sigmoid  # noqa: E402
 
 
 def _loss(pc, pr, rc, rr, beta=0.1):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_lite.runs import read_json, read_jsonl
+from srlm_lite.records import read_json, read_jsonl
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -111,7 +111,7 @@ def test_iteration_2_sampled_from_the_model_trained_in_iteration_1(small_run, re
     assert it2["sampled_with_sha256"] == it1["adapter_gguf_sha256"]
     assert read_json(run / "iter_2" / "manifest.json")["summary"]["sampled_with_sha256"] == it1["adapter_gguf_sha256"]
     # ... and that adapter really changes what llama.cpp computes (it is M1, not M0 under another name)
-    from srlm_lite.parity import llama_token_logprobs, parity_tokens
+    from srlm_lite.models.parity import llama_token_logprobs, parity_tokens
 
     tokens = parity_tokens(real_model_path)[0]
     base = llama_token_logprobs(real_model_path, tokens)

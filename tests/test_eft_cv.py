@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_lite.eft_cv import pool, split_folds, training_pairs
+from srlm_lite.training.eft_cv import pool, split_folds, training_pairs
 
 PREFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_prefs" / "dev.jsonl"
 

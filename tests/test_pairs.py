@@ -1,6 +1,6 @@
 """Pair selection: best vs worst mean score, ties dropped, unscored candidates never the rejected one."""
 
-from srlm_lite.pairs import Candidate, build_pairs, select_pair
+from srlm_lite.stages.pairs import Candidate, build_pairs, select_pair
 
 
 def c(i, score):

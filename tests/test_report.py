@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from srlm_lite import report
 from srlm_lite.cli.main import cli
 from srlm_lite.config import RunConfig, to_toml
-from srlm_lite.gallery import PROMPT_IDS, Conversation, GallerySettings, build_gallery, gallery_prompts, run_models
-from srlm_lite.runs import read_jsonl, write_json_atomic, write_jsonl_atomic
+from srlm_lite.tools.gallery import PROMPT_IDS, Conversation, GallerySettings, build_gallery, gallery_prompts, run_models
+from srlm_lite.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 from fakes import ScriptedEngine
 
@@ -177,7 +177,6 @@ def test_judge_agreement_counts_concordant_orderings():
     assert report.judge_agreement([{"id": "a", "prompt_id": "p", "judgments": [{"score": 3}]}]) is None
     one_judgment = [{**r, "judgments": r["judgments"][:1]} for r in same]
     assert report.judge_agreement(one_judgment) is None
-    assert report.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert report.moving_average([1, 3, 5, 7], 2) == [1, 2, 4, 6]
 
 
@@ -226,15 +225,10 @@ def test_chat_misuse_is_refused(run_dir, tmp_path):
 class _ChatEngine:
     """Replies with how many user turns it can see; a tiny context so old turns must be dropped."""
 
-    class _Tokenizer:
-        def render(self, messages, add_generation_prompt=True):
-            return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+    context_length = 60
 
-    class _Llm:
-        def n_ctx(self):
-            return 60
-
-    tokenizer, llm = _Tokenizer(), _Llm()
+    def render_chat(self, messages):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
     def encode(self, text):
         return text.split("<")
@@ -309,7 +303,7 @@ def test_report_of_a_real_run_with_gallery(tiny_run, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the second report loaded a model")
 
-    monkeypatch.setattr("srlm_lite.gallery.load_engine", no_model)
+    monkeypatch.setattr("srlm_lite.tools.gallery.load_engine", no_model)
     again = CliRunner().invoke(cli, ["report", str(tiny_run), "--gallery-tokens", "48"])
     assert again.exit_code == 0, again.output  # every answer came from the cache
     assert (tiny_run / "report" / "gallery.jsonl").read_text() == before

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from srlm_lite.scores import expected_score, mean_score, parse_score
+from srlm_lite.judging.scores import expected_score, mean_score, parse_score
 
 JUDGE_OUTPUTS = [
     ("The response is relevant and covers the basics, but lacks depth.\nScore: 3", 3.0),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from srlm_lite.serving import served_model
+from srlm_lite.engines.serving import served_model
 
 
 def test_shipped_file_is_served_as_is_and_unknown_kinds_are_refused(tmp_path):
@@ -25,8 +25,8 @@ def test_a_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
 
 @pytest.mark.real
 def test_f16_copy_is_made_once_and_matches_the_trained_float32_model(tmp_path, monkeypatch, real_model_path):
-    from srlm_lite.models import load_mlx_model
-    from srlm_lite.parity import parity_report
+    from srlm_lite.models.mlx_model import load_mlx_model
+    from srlm_lite.models.parity import parity_report
 
     monkeypatch.setenv("SRLM_CACHE", str(tmp_path))
     served = served_model(real_model_path, "f16")

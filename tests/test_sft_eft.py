@@ -4,13 +4,12 @@ import json
 
 import pytest
 
-from srlm_lite.blas import import_mlx
+from srlm_lite.mlx_runtime import mx
 
-mx = import_mlx()
 
-from srlm_lite import eft  # noqa: E402
+from srlm_lite.training import eft  # noqa: E402
 from srlm_lite.config import JudgeConfig  # noqa: E402
-from srlm_lite.sft import Example, batches, load_examples, nll_loss  # noqa: E402
+from srlm_lite.training.sft import Example, batches, load_examples, nll_loss  # noqa: E402
 
 from fakes import ScriptedEngine  # noqa: E402
 

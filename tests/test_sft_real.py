@@ -34,12 +34,13 @@ def test_sft_trains_exports_and_serves(tmp_path, real_model_path):
     assert len((tmp_path / "m1" / "sft_log.jsonl").read_text().splitlines()) == summary["steps"]
 
     from srlm_lite.config import load
-    from srlm_lite.engines.llama_cpp import LlamaCppEngine
-    from srlm_lite.loop import start_adapter
+    from srlm_lite.engines import EngineOptions, open_engine
+    from srlm_lite.runs import ModelSpec
+    from srlm_lite.runs import start_adapter
 
     assert start_adapter(load(None, {"init": str(tmp_path / "m1")})) == adapter
-    tuned = LlamaCppEngine(real_model_path, lora_path=adapter / "adapter.gguf", batched=False)
-    base = LlamaCppEngine(real_model_path, batched=False)
+    tuned = open_engine(ModelSpec(real_model_path, adapter), EngineOptions(batched=False))
+    base = open_engine(ModelSpec(real_model_path), EngineOptions(batched=False))
     prompt = tuned.chat_prompt(rows[0]["instruction"])
     first = tuned.encode_text(rows[0]["instances"][0]["output"])[0]
     token = tuned.tokenizer.decode([first])

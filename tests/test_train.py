@@ -5,14 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from srlm_lite.blas import import_mlx
+from srlm_lite.mlx_runtime import mx
 
-mx = import_mlx()
 
 from srlm_lite.config import TrainConfig  # noqa: E402
-from srlm_lite.lora import attach_lora  # noqa: E402
-from srlm_lite.runs import read_jsonl  # noqa: E402
-from srlm_lite.train import (Objective, TokenizedPair, _batch_loss, collate, evaluate, make_batches,  # noqa: E402
+from srlm_lite.training.lora import attach_lora  # noqa: E402
+from srlm_lite.records import read_jsonl  # noqa: E402
+from srlm_lite.training.dpo import (Objective, TokenizedPair, _batch_loss, collate, evaluate, make_batches,  # noqa: E402
                              reference_logps, sequence_logps, train_dpo)
 
 
@@ -92,6 +91,6 @@ def test_rpo_objective_reports_nll_per_chosen_token(tiny_model):
 
 
 def _logps(model, pairs):
-    from srlm_lite.train import batch_logps
+    from srlm_lite.training.dpo import batch_logps
 
     return batch_logps(model, pairs, 0)

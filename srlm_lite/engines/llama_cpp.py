@@ -9,8 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..chat import ChatTokenizer
-from .base import Completion, complete_each
+from ..models.tokenizer import ChatTokenizer
+from .base import SEQUENCES_PER_BATCH, Completion, complete_each
+from .multiseq import MultiSequenceSampler
+from .prefix import eval_reusing_prefix, pack_units
+from .serving import served_model
 
 
 def llama_has_amx() -> bool:
@@ -107,39 +110,6 @@ def load_llama(
         )
 
 
-def eval_reusing_prefix(llm, tokens: list[int]) -> None:
-    """Evaluate `tokens` on `llm` (sequence 0), reusing the KV cache of the longest prefix already evaluated. At
-    least the last token is decoded, so the logits that follow are this sequence's."""
-    llm.n_tokens = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
-    llm.eval(tokens[llm.n_tokens:])
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def pack_units(units: list[tuple], max_sequences: int, n_ctx: int, max_tokens: int) -> list[list[tuple]]:
-    """Consecutive (request, prompt tokens, seeds) units packed into groups decoded together: at most
-    `max_sequences` seeds per group, and prompts plus every candidate at `max_tokens` within `n_ctx`."""
-    groups: list[list[tuple]] = []
-    seqs = cells = 0
-    for unit in units:
-        need_seqs, need_cells = len(unit[2]), len(unit[1]) + len(unit[2]) * max_tokens
-        if groups and seqs + need_seqs <= max_sequences and cells + need_cells <= n_ctx:
-            groups[-1].append(unit)
-            seqs, cells = seqs + need_seqs, cells + need_cells
-        else:
-            groups.append([unit])
-            seqs, cells = need_seqs, need_cells
-    return groups
-
-
 class LlamaCppEngine:
     """Samples and scores with one llama.cpp model (optionally with a GGUF LoRA adapter applied at run time)."""
 
@@ -155,27 +125,32 @@ class LlamaCppEngine:
         serve: str = "f16",
         flash_attn: bool = True,
     ):
-        from ..serving import served_model
-        from .multiseq import MAX_SEQUENCES, MultiSequenceSampler
-
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path else None
         self.served_path = served_model(self.model_path, serve)
         self.llm = load_llama(self.served_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads,
-                              n_batch=n_batch, n_seq_max=MAX_SEQUENCES if batched else 1, flash_attn=flash_attn)
+                              n_batch=n_batch, n_seq_max=SEQUENCES_PER_BATCH if batched else 1, flash_attn=flash_attn)
         self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
         self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
         self._multi = MultiSequenceSampler(self.llm, self.tokenizer.eos_token_id) if batched else None
 
     @classmethod
-    def from_config(cls, model_path: str | Path, config, lora_path: str | Path | None = None) -> "LlamaCppEngine":
-        """An engine with a run's `[model]` settings (a ModelConfig: context, threads, batch, batched sampling)."""
-        return cls(model_path, lora_path=lora_path, n_ctx=config.n_ctx, n_threads=config.n_threads,
-                   n_batch=config.n_batch, batched=config.batched, serve=config.serve,
-                   flash_attn=config.flash_attn)
+    def open(cls, model, options) -> "LlamaCppEngine":
+        """The engine registry's constructor: `model` a ModelSpec, `options` an EngineOptions."""
+        return cls(model.base, lora_path=model.lora_gguf, n_ctx=options.n_ctx, n_threads=options.n_threads,
+                   n_batch=options.n_batch, batched=options.batched, serve=options.serve,
+                   flash_attn=options.flash_attn)
 
     def chat_prompt(self, user: str) -> str:
         return self.tokenizer.prompt_text(user)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """A whole conversation templated, ending with the assistant's generation prompt."""
+        return self.tokenizer.render(messages, add_generation_prompt=True)
+
+    @property
+    def context_length(self) -> int:
+        return self.llm.n_ctx()
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -227,12 +202,11 @@ class LlamaCppEngine:
         settings = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop)
         if self._multi is None:
             return [complete_each(self, prompt, seeds=seeds, **settings) for prompt, seeds in requests]
-        from .multiseq import MAX_SEQUENCES
-
-        units = [(r, self.encode(prompt), list(seeds[s:s + MAX_SEQUENCES]))
-                 for r, (prompt, seeds) in enumerate(requests) for s in range(0, len(seeds), MAX_SEQUENCES)]
+        limit = SEQUENCES_PER_BATCH
+        units = [(r, self.encode(prompt), list(seeds[s:s + limit]))
+                 for r, (prompt, seeds) in enumerate(requests) for s in range(0, len(seeds), limit)]
         out: list[list[Completion]] = [[] for _ in requests]
-        for group in pack_units(units, MAX_SEQUENCES, self.llm.n_ctx(), max_tokens):
+        for group in pack_units(units, limit, self.llm.n_ctx(), max_tokens):
             sampled = self._multi.sample_groups([tokens for _, tokens, _ in group], [s for _, _, s in group],
                                                 **settings)
             for (r, _, _), completions in zip(group, sampled):

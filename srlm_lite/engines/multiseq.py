@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .base import SEQUENCES_PER_BATCH, Completion
-from .llama_cpp import common_prefix, eval_reusing_prefix
+from .prefix import common_prefix, eval_reusing_prefix
 
 MAX_SEQUENCES = SEQUENCES_PER_BATCH  # n_seq_max of the context: the most candidates decoded together
 

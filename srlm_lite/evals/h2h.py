@@ -12,9 +12,9 @@ from typing import Callable
 
 from ..config import JudgeConfig
 from ..engines.base import Engine
-from ..runs import derive_seed
+from ..judging import compare as judge_compare
+from ..seeds import derive_seed
 from ..stats import wilson_interval
-from ..pairwise import compare_both_orders
 
 Progress = Callable[[str, int, int], None]
 
@@ -33,23 +33,9 @@ def generate(engine: Engine, prompts: list[dict], *, max_tokens: int, temperatur
 
 
 def compare(judge: Engine, config: JudgeConfig, instruction: str, a: str, b: str, seed: int, key: str) -> dict:
-    """One verdict on answers a and b: {"outcome": win/tie/loss for a, ...the judge's figures}."""
-    if config.mode == "pairwise":
-        verdict = compare_both_orders(judge, instruction, a, b, config.min_digit_mass)
-        return {"outcome": {"x": "win", "y": "loss"}.get(verdict["winner"], "tie"), "p_a": verdict["p_x"],
-                "orders": verdict["orders"]}
-    from .judge_eval import pointwise_score
-
-    if a == b:  # a text cannot beat itself; scoring it twice would only measure llama.cpp's float noise
-        return {"outcome": "tie", "score_a": None, "score_b": None}
-    score_a, score_b = (pointwise_score(judge, instruction, text, config,
-                                        [derive_seed(seed, "h2h-judge", key, side, j) for j in
-                                         range(config.judge_samples)])["score"]
-                        for side, text in (("a", a), ("b", b)))
-    outcome = "tie"
-    if score_a is not None and score_b is not None and score_a != score_b:
-        outcome = "win" if score_a > score_b else "loss"
-    return {"outcome": outcome, "score_a": score_a, "score_b": score_b}
+    """One verdict on answers a and b in the run's judging format: {"outcome": win/tie/loss for a, ...}."""
+    return judge_compare(judge, config, instruction, a, b,
+                         lambda side: [derive_seed(seed, "h2h-judge", key, side, j) for j in range(config.judge_samples)])
 
 
 def head_to_head(engine_a: Engine, engine_b: Engine, judge: Engine, prompts: list[dict], *, max_tokens: int = 128,

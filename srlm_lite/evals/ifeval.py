@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Callable
 
 from ..engines.base import Engine
-from ..runs import derive_seed
+from ..seeds import derive_seed
 from .prompts import read_jsonl_records
 
 Progress = Callable[[str, int, int], None]

@@ -7,10 +7,9 @@ from typing import Callable
 
 from ..config import JudgeConfig
 from ..engines.base import Engine
-from ..judge import judge_prompt, verdicts
-from ..pairwise import compare_both_orders
-from ..runs import derive_seed
-from ..scores import mean_score
+from ..judging import score_response
+from ..judging.pairwise import compare_both_orders
+from ..seeds import derive_seed
 from ..stats import pair_credit, proportion, ranking_metrics
 from .prompts import prompt_text, read_jsonl_records
 
@@ -52,10 +51,8 @@ def load_judge_file(path, limit: int | None = None) -> tuple[list[dict], list[di
 
 def pointwise_score(engine: Engine, instruction: str, response: str, config: JudgeConfig,
                     seeds: list[int]) -> dict:
-    """The run's rubric judge on one response: J verdicts (one per seed) and their mean score."""
-    prompt = judge_prompt(engine, instruction, response)
-    found = verdicts(engine, prompt, config, seeds)
-    return {"score": mean_score([v["score"] for v in found]), "verdicts": found}
+    """The run's pointwise judge on one response: its verdicts (one per seed) and their mean score."""
+    return score_response(engine, instruction, response, config, seeds)
 
 
 # ---------------------------------------------------------------------------------------------- the eval

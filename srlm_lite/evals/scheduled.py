@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import EvalConfig, RunConfig
-from ..runs import iteration_dir, read_json, write_json_atomic, write_jsonl_atomic
+from ..engines import EngineOptions, open_engine
+from ..records import read_json, write_json_atomic, write_jsonl_atomic
+from ..runs import iteration_dir, model_for_iteration
 
 KINDS = ("judge", "ifeval", "h2h")
 FILE_KEYS = {"judge": "judge_pairs", "ifeval": "ifeval_prompts", "h2h": "h2h_prompts"}
@@ -65,28 +67,27 @@ def headline(kind: str, summary: dict) -> dict:
 
 
 def _run(kind: str, path: Path, run_dir: Path, config: RunConfig, k: int, progress) -> dict:
-    from . import open_engine, resolve_model
-
     limit = config.eval.limit
-    spec = resolve_model(run_dir, k)
+    spec = model_for_iteration(run_dir, k)
+    options = EngineOptions.from_config(config.model)
     if kind == "judge":
         from .judge_eval import evaluate_judge, load_judge_file
 
         pairs, rankings = load_judge_file(path, limit)
-        summary = evaluate_judge(open_engine(spec, config), pairs, rankings, mode="pointwise", config=config.judge,
+        summary = evaluate_judge(open_engine(spec, options), pairs, rankings, mode="pointwise", config=config.judge,
                                  seed=config.seed, progress=progress)
         return {"model": f"M{k}", "iteration": k, "pairs_file": str(path), **summary}
     if kind == "ifeval":
         from .ifeval import evaluate_ifeval, load_ifeval
 
-        summary = evaluate_ifeval(open_engine(spec, config), load_ifeval(path, limit), max_tokens=IFEVAL_MAX_TOKENS,
+        summary = evaluate_ifeval(open_engine(spec, options), load_ifeval(path, limit), max_tokens=IFEVAL_MAX_TOKENS,
                                   seed=config.seed, progress=progress)
         return {"model": f"M{k}", "iteration": k, "prompts_file": str(path), **summary}
     from .h2h import head_to_head
     from .prompts import read_prompts
 
-    base = open_engine(resolve_model(run_dir, 0), config)
-    summary = head_to_head(open_engine(spec, config), base, base, read_prompts(path, limit),
+    base = open_engine(model_for_iteration(run_dir, 0), options)
+    summary = head_to_head(open_engine(spec, options), base, base, read_prompts(path, limit),
                            max_tokens=H2H_MAX_TOKENS, seed=config.seed, judge_config=config.judge, progress=progress)
     return {"model": f"M{k}", "iteration": k, "a": f"M{k}", "b": "M0", "judge": f"M0 ({config.judge.mode})",
             "prompts_file": str(path),
