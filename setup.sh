@@ -18,6 +18,6 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e '.[test,eval]'
+.venv/bin/python -m pip install --quiet -e '.[test,eval,server]'
 .venv/bin/srlm-lite --version
 echo "setup: done. Next: .venv/bin/srlm-lite iterate"

@@ -22,13 +22,16 @@ def doctor(run_dir, as_json):
     table = Table(title="srlm-lite doctor", show_header=False)
     table.add_row("MLX device", mlx["device"])
     table.add_row("BLAS", f"{'ok' if mlx['blas_loaded'] else 'SLOW'}: {mlx['blas_message']}")
-    table.add_row("MLX matmul", f"{mlx['matmul_gflops']} GFLOP/s (without our BLAS: {mlx['matmul_gflops_without_blas']})")
+    table.add_row("MLX matmul",
+                  f"{mlx['matmul_gflops']} GFLOP/s (without our BLAS: {mlx['matmul_gflops_without_blas']})")
     table.add_row("llama.cpp", f"llama-cpp-python {llama.get('version')}" if llama["available"] else llama["error"])
     table.add_row("embedded model", model.get("path", model.get("error", "")))
+    table.add_row("default backend", env["backend"]["why"])
     err.print(table)
     with err.status("engine parity (MLX vs llama.cpp log-probs)..."):
         rows = lib.parity(run_dir)
-    parity_table = Table(title=f"engine parity: mean |Δ log p| per token (limit {lib.PARITY_LIMIT})")
+    parity_table = Table(title=f"engine parity, MLX (trains; the mlx backend) vs llama.cpp (the llama-cpp backend): "
+                               f"mean |Δ log p| per token (limit {lib.PARITY_LIMIT})")
     for name in ("model", "llama.cpp serves", "tokens", "mean |Δ|", "max |Δ|", "ok"):
         parity_table.add_column(name)
     for row in rows:

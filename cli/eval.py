@@ -10,8 +10,9 @@ from rich.table import Table
 from srlm_lite.evals.judge_eval import MODES as EVAL_JUDGE_MODES
 from srlm_lite.evals.scheduled import H2H_MAX_TOKENS, IFEVAL_MAX_TOKENS
 from srlm_lite.judging import JUDGE_MODES, POINTWISE_MODES
+from srlm_lite.rewards import SOURCES as REWARD_SOURCE_NAMES
 
-from .options import choice
+from .options import SERVER_SETTINGS, choice, config_options, overrides
 from .ui import err, out, print_json_last, progress_hooks
 
 
@@ -24,7 +25,23 @@ def _model_options(command):
     command = click.option("--iteration", type=int, help="With --run: evaluate M_K (0 = the base model M0).")(command)
     command = click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
                            help="Run directory made by `srlm-lite iterate` (its config.toml is used).")(command)
-    return command
+    return _engine_options(command)
+
+
+def _engine_options(command):
+    """The engine flags (--backend, and the server engine's --base-url, --serve-local, ...) over the run's config."""
+    return config_options("model.backend", *SERVER_SETTINGS)(command)
+
+
+def _with_engine(config, settings: dict):
+    """`config` with the engine flags given on the command line (None = not given: the run's own settings)."""
+    from srlm_lite.config import ConfigError, from_dict
+
+    given = {key.split(".", 1)[1]: value for key, value in overrides(settings).items() if value is not None}
+    try:
+        return from_dict({"model": given}, config) if given else config
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _common_options(command):
@@ -93,12 +110,14 @@ def eval_group() -> None:
 @_model_options
 @_common_options
 def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteration, model_path, adapter, limit, seed,
-                  items_out, as_json):
+                  items_out, as_json, **settings):
     """Agreement of the judge with labelled preference pairs (accuracy with ties half, Wilson 95% intervals)."""
     from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.judge_eval import evaluate_judge, load_judge_file
+    from srlm_lite.judging import with_logprobs_fallback
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
+    config = _with_engine(config, settings)
     judge_config = config.judge
     if judge_samples is not None:
         judge_config = dataclasses.replace(judge_config, judge_samples=judge_samples)
@@ -112,8 +131,10 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
                      if mode == "pointwise" else ""))
         engine = open_engine(spec, EngineOptions.from_config(config.model))
         with progress_hooks() as hooks:
-            summary = evaluate_judge(engine, pairs, rankings, mode=mode, config=judge_config, seed=seed,
-                                     progress=hooks.progress)
+            # a server without log-probs: the sampled judge instead, said once (judging.with_logprobs_fallback)
+            summary = with_logprobs_fallback(
+                lambda c: evaluate_judge(engine, pairs, rankings, mode=mode, config=c, seed=seed,
+                                         progress=hooks.progress), judge_config, hooks.say)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     summary = {"model": spec.label, "pairs_file": pairs_file,
@@ -153,12 +174,13 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
 @_model_options
 @_common_options
 def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, model_path, adapter, limit, seed,
-                   items_out, as_json):
+                   items_out, as_json, **settings):
     """Answer IFEval prompts and check them with if-verifiable's checkers: prompt/instruction-level, strict/loose."""
     from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval, offline_checkers
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
+    config = _with_engine(config, settings)
     try:
         records = load_ifeval(prompts_file, limit)
         offline_checkers()
@@ -203,8 +225,9 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the answers (the same for both sides).")
 @click.option("--out", "items_out", type=click.Path(dir_okay=False), help="Also write one JSON line per prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+@_engine_options
 def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, max_tokens, greedy, limit, seed,
-                items_out, as_json):
+                items_out, as_json, **settings):
     """Head-to-head: M_I and M_J answer the same prompts; the judge (M0 by default) compares each pair."""
     from srlm_lite.engines import EngineOptions, open_engine
     from srlm_lite.evals.h2h import head_to_head
@@ -212,7 +235,7 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, 
     from srlm_lite.runs import resolve_model, run_config
 
     try:
-        config = run_config(run_dir)
+        config = _with_engine(run_config(run_dir), settings)
         judge_config = dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode)
         spec_a = resolve_model(run_dir, iter_a)
         spec_b = resolve_model(run_dir, iter_b)
@@ -261,3 +284,92 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, 
     _finish(summary, items_out, as_json,
             f"M{iter_a} vs M{iter_b}: {summary['wins']} wins, {summary['ties']} ties, {summary['losses']} losses; "
             f"win rate {rate}; mean chars {summary['mean_chars_a']} vs {summary['mean_chars_b']}")
+
+
+@eval_group.command(name="reward")
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Prompts JSONL; IFEval lines (prompt, instruction_id_list, kwargs) give best/random/worst-of-N "
+                   "pass rates by IFEval's checks.")
+@click.option("--pairs", "pairs_file", type=click.Path(exists=True, dir_okay=False),
+              help="Labelled pairs JSONL (instruction, response_a, response_b, preferred): the reward's accuracy.")
+@click.option("--reward", "source", type=choice(REWARD_SOURCE_NAMES), help="Reward source. [default: the run's]")
+@click.option("--judge-mode", type=choice(POINTWISE_MODES), help="Judging format. [default: the run's]")
+@click.option("--samples", type=click.IntRange(min=2), default=4, show_default=True, help="Candidates per prompt (N).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=IFEVAL_MAX_TOKENS, show_default=True,
+              help="Token limit of a candidate.")
+@click.option("--pairs-limit", type=click.IntRange(min=1), help="Only the first N labelled pairs.")
+@_model_options
+@_common_options
+def reward_command(prompts_file, pairs_file, source, judge_mode, samples, max_tokens, pairs_limit, run_dir, iteration,
+                   model_path, adapter, limit, seed, items_out, as_json, **settings):
+    """Signal check: does the reward prefer better answers, and is it only length? Best/random/worst-of-N."""
+    from srlm_lite.engines import EngineOptions, open_engine
+    from srlm_lite.evals.judge_eval import load_judge_file
+    from srlm_lite.evals.prompts import read_jsonl_records
+    from srlm_lite.evals.reward_check import RewardModel, check_reward
+    from srlm_lite.runs import resolve_model
+
+    spec, config = _resolve(run_dir, iteration, model_path, adapter)
+    config = _with_engine(config, settings)
+    config = dataclasses.replace(config,
+                                 reward=dataclasses.replace(config.reward, source=source or config.reward.source),
+                                 judge=dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode))
+    options = EngineOptions.from_config(config.model)
+    records = [{**r, "prompt": r.get("prompt") or r.get("instruction")}
+               for r in read_jsonl_records(prompts_file, limit)]
+    pairs = load_judge_file(pairs_file, pairs_limit)[0] if pairs_file else None
+    previous = open_engine(resolve_model(run_dir, iteration - 1), options) if run_dir and iteration else None
+    model = RewardModel(open_engine(spec, options), config, previous)
+    err.print(f"[bold]eval reward[/bold] ({config.reward.source}, judge {config.judge.mode}) of {spec.label}: "
+              f"{len(records)} prompts x {samples} candidates" + (f", {len(pairs)} labelled pairs" if pairs else ""))
+    with progress_hooks() as hooks:
+        summary = check_reward(model, records, pairs, samples=samples, max_tokens=max_tokens, seed=seed,
+                               progress=hooks.progress)
+    summary = {"model": spec.label, "prompts_file": prompts_file, "pairs_file": pairs_file, **summary}
+    table = Table(title=f"reward signal check ({config.reward.source})", show_header=False)
+    for label, key in (("best-of-N passes", "best_of_n"), ("random-of-N passes", "random_of_n"),
+                       ("worst-of-N passes", "worst_of_n"), ("pairs accuracy", "pairs_accuracy"),
+                       ("  preferred shorter", "pairs_accuracy_preferred_shorter"), ("ties", "ties"),
+                       ("mean best-worst gap", "mean_gap"), ("Spearman with length", "length_spearman")):
+        value = summary.get(key)
+        table.add_row(label, "-" if value is None else (_pct(value) if isinstance(value, float) and
+                                                         "spearman" not in key and "gap" not in key else str(value)))
+    err.print(table)
+    _finish(summary, items_out, as_json,
+            f"best/random/worst-of-{samples}: {_pct(summary.get('best_of_n'))} / {_pct(summary.get('random_of_n'))} / "
+            f"{_pct(summary.get('worst_of_n'))}; pairs {_pct(summary.get('pairs_accuracy'))}; "
+            f"length Spearman {summary.get('length_spearman')}")
+
+
+@eval_group.command(name="paired")
+@click.argument("items_a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("items_b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--trained-families", help="IFEval: also split by these instruction families (comma-separated), e.g. "
+              "the ones a verify reward trained on, and the rest. [default: none]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+def paired_command(items_a, items_b, trained_families, as_json):
+    """Paired statistics of two models on the same items: the per-item files of `eval ifeval|judge --out` or of
+    `iterate --eval` (iter_K/eval_ifeval_items.jsonl, evals/ifeval_M0_items.jsonl). Difference A - B, its 95%
+    paired-bootstrap interval, McNemar's test."""
+    from srlm_lite.evals.paired import paired_ifeval, paired_judge
+    from srlm_lite.records import read_jsonl
+
+    a, b = read_jsonl(items_a), read_jsonl(items_b)
+    if a and "loose" in a[0]:
+        families = [f.strip() for f in trained_families.split(",")] if trained_families else None
+        result = {"kind": "ifeval", **paired_ifeval(a, b, trained_families=families)}
+    elif a and "credit" in a[0]:
+        result = {"kind": "judge", "all": paired_judge(a, b)}
+    else:
+        raise click.UsageError(f"{items_a}: neither IFEval items (key, loose) nor judge items (index, credit)")
+    table = Table(title=f"paired: A = {items_a} vs B = {items_b} ({result['kind']})")
+    for name in ("items", "n", "A", "B", "A - B [95% CI]", "A only / B only", "McNemar p"):
+        table.add_column(name, justify="right")
+    for split, r in ((k, v) for k, v in result.items() if isinstance(v, dict)):
+        table.add_row(split, str(r["n"]), _pct(r["a"]), _pct(r["b"]),
+                      "-" if r["difference"] is None else
+                      f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+                      f"{r.get('a_only', '-')} / {r.get('b_only', '-')}", str(r.get("p_value", "-")))
+    err.print(table)
+    if as_json:
+        print_json_last(result)

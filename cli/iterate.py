@@ -10,12 +10,15 @@ import click
 from srlm_lite.config import ConfigError
 from srlm_lite.models.gguf import UnsupportedModelError
 
-from .options import config_options, overrides
+from .options import SERVER_SETTINGS, config_options, overrides
 from .ui import err, eval_table, out, print_json_last, progress_hooks, summary_table
 
-SETTINGS = ("model.path", "iterations", "instructions.num_prompts", "responses.samples", "judge.judge_samples",
-            "judge.mode", "responses.max_tokens", "train.epochs", "train.learning_rate", "train.loss",
-            "train.length_normalize", "pairs.min_score_gap", "pairs.length_tie_break", "eval.limit", "seed")
+SETTINGS = ("model.path", "model.backend", "model.chat_template", "model.mlx_bits", "iterations",
+            "instructions.num_prompts", "responses.samples", "judge.judge_samples", "judge.mode", "reward.source",
+            "reward.consistency", "reward.length_penalty", "responses.max_tokens", "train.epochs",
+            "train.learning_rate", "train.objective", "train.loss", "train.length_normalize", "pairs.min_score_gap",
+            "pairs.length_tie_break", "eval.limit", "seed",
+            "instructions.seed_file", "train.hosts") + SERVER_SETTINGS
 
 
 @click.command()
@@ -36,6 +39,8 @@ def iterate(config_file, out_dir, init_dir, eval_specs, resume, as_json, **setti
 
     given = overrides(settings)
     given["init"] = str(Path(init_dir).resolve()) if init_dir else None
+    if given.get("instructions.seed_file"):  # an absolute path, so that --resume from elsewhere finds it
+        given["instructions.seed_file"] = str(Path(given["instructions.seed_file"]).expanduser().resolve())
     given.update(_eval_overrides(eval_specs))
     if resume and not out_dir:
         raise click.UsageError("--resume needs --out DIR (the run to continue)")
@@ -62,7 +67,8 @@ def iterate(config_file, out_dir, init_dir, eval_specs, resume, as_json, **setti
     if as_json:
         print_json_last(result)
     else:
-        out.print(f"adapter of the final model: {result['iterations'][-1]['adapter_gguf']}")
+        last = result["iterations"][-1]
+        out.print(f"adapter of the final model: {last.get('adapter_gguf') or last.get('adapter')}")
 
 
 def _eval_overrides(eval_specs) -> dict:

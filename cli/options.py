@@ -12,6 +12,9 @@ import click
 from srlm_lite.config import setting
 
 PREFIX = "setting__"
+# the server engine's settings (`--backend openai`): offered by iterate and every eval command
+SERVER_SETTINGS = ("model.base_url", "model.api_key_env", "model.concurrency", "model.serve_local", "model.server",
+                   "model.served_model")
 
 
 def option_for(dotted: str):

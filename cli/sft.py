@@ -1,4 +1,5 @@
-"""`srlm-lite sft` (IFT + EFT supervised fine-tuning -> M1) and `srlm-lite eft build` (EFT data from labels)."""
+"""`srlm-lite sft` (IFT + EFT supervised fine-tuning -> M1) and `srlm-lite eft build|train|cv` (EFT data from labels,
+the expected judge taught at scale, the k-fold measurement)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from srlm_lite.config import SFTConfig
+from srlm_lite.config import EFTTrainConfig, SFTConfig
 from srlm_lite.judging import POINTWISE_MODES
-from srlm_lite.training.eft import TARGETS
+from srlm_lite.training.eft import LABEL_SCORES, MAX_RESPONSE_TOKENS, TARGETS, WAYS
 
 from .options import choice
 from .ui import err, out, print_json_last, progress_hooks
@@ -58,7 +59,8 @@ def sft(ift_file, eft_file, out_dir, model, epochs, learning_rate, batch_size, m
 
 @click.group()
 def eft() -> None:
-    """Evaluation fine-tuning data: `build` judges labelled pairs and keeps the verdicts that agree."""
+    """Evaluation fine-tuning: `build` makes EFT data from labelled pairs, `train` teaches the expected judge on score
+    examples at scale, `cv` measures EFT k-fold."""
 
 
 _TARGET_HELP = ("What each EFT example's answer is: verdict = the judge's justification + 'Score: X' (the paper; "
@@ -81,12 +83,26 @@ _TARGET_HELP = ("What each EFT example's answer is: verdict = the judge's justif
               help="Keep as many pairs where the preferred answer is longer as where it is shorter.")
 @click.option("--target", type=choice(TARGETS), default="verdict", show_default=True,
               help=_TARGET_HELP)
+@click.option("--from-labels", is_flag=True,
+              help="Score examples ('Score: X' after the judge prompt, what the expected judge reads) from the labels "
+                   "at scale, one of three ways (--way); no written verdicts. Train them with `eft train`.")
+@click.option("--way", type=choice(WAYS), default="labels", show_default=True,
+              help="With --from-labels: agreeing = the model's own expected-judge scores of both answers, rounded, "
+                   "kept where their order agrees with the label (the paper's way, one forward pass per answer); "
+                   "labels = the preferred answer gets 4, the other 2 (no model pass); balanced = labels on as many "
+                   "preferred-shorter as preferred-longer pairs.")
+@click.option("--max-response-tokens", type=click.IntRange(min=0), default=MAX_RESPONSE_TOKENS, show_default=True,
+              help="With --from-labels: answers longer than this many tokens are cut and marked as truncated "
+                   "(0 = never).")
+@click.option("--label-scores", type=click.IntRange(0, 5), nargs=2, default=LABEL_SCORES, show_default=True,
+              help="With --from-labels --way labels|balanced: the preferred answer's score, then the other's.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
-def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance_scores, balance_lengths, target, limit,
-              seed, as_json):
-    """Judge labelled pairs with the rubric; keep each verdict pair whose score order agrees with the label."""
+def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance_scores, balance_lengths, target,
+              from_labels, way, max_response_tokens, label_scores, limit, seed, as_json):
+    """Judge labelled pairs with the rubric; keep each verdict pair whose score order agrees with the label
+    (--from-labels: score examples at scale, see --way)."""
     from srlm_lite.config import JudgeConfig
     from srlm_lite.engines import open_engine
     from srlm_lite.evals.judge_eval import load_judge_file
@@ -94,6 +110,9 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
     from srlm_lite.runs import resolve_model
     from srlm_lite.training import eft as eft_lib
 
+    if from_labels:
+        return _build_from_labels(pairs_file, out_file, model, adapter, way, (max_response_tokens, label_scores),
+                                  limit, as_json)
     try:
         pairs, _ = load_judge_file(pairs_file, limit)
         engine = open_engine(resolve_model(model_path=model, adapter=adapter))
@@ -111,6 +130,85 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
     else:
         out.print(f"{stats['examples']} EFT examples from {stats['pairs_agreeing']} of {stats['pairs']} pairs "
                   f"-> {out_file}")
+
+
+def _build_from_labels(pairs_file, out_file, model, adapter, way, shape, limit, as_json):
+    """`eft build --from-labels`: score examples of one way, written as EFT JSONL (prompt, response 'Score: X');
+    `shape` = (max response tokens, label scores)."""
+    from srlm_lite.evals.judge_eval import load_judge_file
+    from srlm_lite.records import write_jsonl_atomic
+    from srlm_lite.runs import resolve_model
+    from srlm_lite.training.eft_scale import build_from_labels
+
+    try:
+        pairs, _ = load_judge_file(pairs_file, limit)
+        spec = resolve_model(model_path=model, adapter=adapter)
+        err.print(f"[bold]eft build --from-labels[/bold]: {len(pairs)} pairs, way {way}"
+                  + (f" (scored by {spec.label}'s expected judge in MLX)" if way == "agreeing" else ""))
+        with progress_hooks() as hooks:
+            examples, stats = build_from_labels(pairs, way, spec, max_response_tokens=shape[0],
+                                                label_scores=tuple(shape[1]), progress=hooks.progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_jsonl_atomic(out_file, examples)
+    err.print(stats)
+    if as_json:
+        print_json_last({"out": out_file, **stats})
+    else:
+        out.print(f"{stats['examples']} score examples from {stats['pairs_kept']} of {stats['pairs']} pairs "
+                  f"-> {out_file}   train them: srlm-lite eft train --eft {out_file} --out DIR")
+
+
+_EFT = EFTTrainConfig()
+
+
+@eft.command(name="train")
+@click.option("--eft", "eft_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Score examples (`eft build --from-labels`, or any EFT JSONL with `prompt` and `score`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: adapter/ (mlx-lm files + adapter.gguf), eft_log.jsonl, eft_summary.json; "
+                   "`eval judge --adapter DIR` and `iterate --init DIR` take it.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), help="Base GGUF (default: the embedded one).")
+@click.option("--epochs", type=click.IntRange(min=1), default=_EFT.epochs, show_default=True)
+@click.option("--learning-rate", type=float, default=_EFT.learning_rate, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_EFT.batch_size, show_default=True)
+@click.option("--lora-layers", type=click.IntRange(min=-1), default=_EFT.lora_layers, show_default=True,
+              help="Transformer blocks given LoRA, from the top (-1 = all); the blocks below need no backward pass.")
+@click.option("--refresh-every", type=click.IntRange(min=0), default=_EFT.refresh_every, show_default=True,
+              help="Steps between recomputations of the rubric prefix's KV cache under the current LoRA (held "
+                   "constant in between); 0 = exact training, whole prompts with gradients.")
+@click.option("--max-length", type=click.IntRange(min=64), default=_EFT.max_length, show_default=True,
+              help="Judge prompts longer than this many tokens are skipped.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=_EFT.checkpoint_every, show_default=True,
+              help="Save the LoRA and optimizer state every N steps (rounded up to a multiple of --refresh-every); "
+                   "run the same command again after a kill to resume; 0 = never.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N examples.")
+@click.option("--seed", type=int, default=_EFT.seed, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+def eft_train(eft_file, out_dir, model, epochs, learning_rate, batch_size, lora_layers, refresh_every, max_length,
+              checkpoint_every, limit, seed, as_json):
+    """Teach the expected judge at scale: loss on the score digit only, the rubric prefix's KV cache reused."""
+    from srlm_lite.models.gguf import resolve_model_path
+    from srlm_lite.training import eft_scale
+
+    config = EFTTrainConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
+                            lora_layers=lora_layers, refresh_every=refresh_every, max_length=max_length,
+                            checkpoint_every=checkpoint_every, seed=seed)
+    try:
+        examples = eft_scale.load_score_examples(eft_file, limit)
+        base = resolve_model_path(model)
+        err.print(f"[bold]eft train[/bold]: {len(examples)} score examples -> {out_dir}")
+        with progress_hooks() as hooks:
+            summary = eft_scale.train(examples, Path(out_dir), config, base_model=base, progress=hooks.progress)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    err.print(f"loss {summary['loss_start']} -> {summary['loss_end']} over {summary['examples']} examples "
+              f"({summary['skipped_too_long']} too long), {summary['steps']} steps, "
+              f"{summary['prompt_tokens_per_second']} prompt tokens/s, {summary['seconds']} s")
+    if as_json:
+        print_json_last(summary)
+    else:
+        out.print(f"adapter: {summary['adapter']}   measure it: srlm-lite eval judge --pairs PAIRS --adapter {out_dir}")
 
 
 @eft.command(name="cv")

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .engines import BACKENDS, default_backend
 from .engines.serving import SERVE_KINDS
+from .engines.server_kinds import SERVERS, help_text as server_help
+from .errors import InputError
 from .judging import JUDGE_FORMATS, JUDGE_MODES
-from .training import LOSS_TYPES
+from .rewards import FAMILIES, HELD_OUT_FAMILIES, REWARD_SOURCES, SOURCES, TRAIN_FAMILIES
+from .rewards.constraints import parse_families
+from .training import LOSS_TYPES, OBJECTIVES
 
 
 def _opt(default, help: str, *, choices: tuple | None = None, flag: str | None = None):
@@ -26,7 +34,21 @@ def _modes_help(formats: dict) -> str:
 
 @dataclass
 class ModelConfig:
-    path: str = _opt("", "GGUF model file; empty = the embedded SmolLM2-135M-Instruct Q4_1", flag="model")
+    path: str = _opt("", "the model: a GGUF file (any architecture and quantization of llama, qwen2, qwen3, gemma3, "
+                         "phi3), a model folder (config.json + *.safetensors + tokenizer files; served by the MLX "
+                         "engine) or a Hugging Face repository name in the local cache (org/name); empty = the "
+                         "embedded SmolLM2-135M-Instruct Q4_1", flag="model")
+    backend: str = _opt(default_backend(), "engine that samples and judges: mlx (default on Apple Silicon, on the "
+                        "GPU) or llama-cpp (default elsewhere: about 6x faster than MLX on a laptop CPU, "
+                        "`bench --only mlx`)",
+                        choices=BACKENDS, flag="backend")
+    chat_template: str = _opt("", "a Jinja chat template file, for models without one (or to replace theirs)",
+                              flag="chat-template")
+    mlx_bits: int = _opt(0, "MLX engine: re-quantize the dequantized weights to MLX's 4 or 8 bits (0 = float32, the "
+                         "fastest on a CPU; quantized saves memory on Apple Silicon); training keeps float32 weights "
+                         "(or, with [train] dequantize = false, a GGUF's Q4_0/Q4_1/Q8_0 as they are)",
+                         choices=(0, 4, 8),
+                         flag="mlx-bits")
     n_ctx: int = _opt(4096, "llama.cpp context length, shared by the candidates decoded together (4 prompts x 4 "
                              "x 128 tokens); the judge prompt alone exceeds llama.cpp's 512 default")
     n_threads: int = _opt(0, "llama.cpp threads; 0 = all cores")
@@ -40,6 +62,24 @@ class ModelConfig:
                              "and log-probs within 0.003 nats/token of the float32 model MLX trains (0.06 for the "
                              "shipped Q4_1); gguf = the file as it is", choices=SERVE_KINDS)
     flash_attn: bool = _opt(True, "llama.cpp flash attention (skips the KV cells of other sequences in a batch)")
+    base_url: str = _opt("", "backend openai: the server's OpenAI base URL (e.g. http://gpu-box:8000/v1); "
+                         "instructions, responses, judge and every eval go through its /completions", flag="base-url")
+    api_key_env: str = _opt("", "backend openai: the name of the environment variable holding the server's API key "
+                            "(the key is read from it per request, never written to a log, the manifest or the run)",
+                            flag="api-key-env")
+    concurrency: int = _opt(4, "backend openai: requests in flight at most (candidates, and judged responses)",
+                            flag="concurrency")
+    serve_local: bool = _opt(False, "backend openai: srlm-lite starts the server itself on 127.0.0.1 with M_t's "
+                             "adapter (restarted for each iteration's adapter, and when it dies), waits until it is "
+                             "ready, logs it to the iteration's server.log and stops it", flag="serve-local")
+    server: str = _opt("llama-cpp-python", "backend openai: which server it is (how M_t's adapter reaches it): "
+                       + server_help(), choices=SERVERS, flag="server")
+    served_model: str = _opt("", "backend openai: the model name requests carry (vllm, other: the base model's name "
+                             "there; mlx-lm: its model folder); empty = the first the server lists",
+                             flag="served-model")
+    request_timeout: float = _opt(600.0, "backend openai: seconds one request may take before it is retried")
+    max_retries: int = _opt(8, "backend openai: retries of a request on connection refused, 429, 5xx and timeouts, "
+                            "with exponential backoff (0.5 s doubling, at most 30 s apart)")
 
 
 @dataclass
@@ -54,6 +94,8 @@ class InstructionsConfig:
     rouge_threshold: float = _opt(0.7, "drop a prompt whose ROUGE-L F to any kept or seed prompt exceeds this")
     min_words: int = _opt(4, "drop prompts shorter than this many words")
     max_words: int = _opt(120, "drop prompts longer than this many words")
+    seed_file: str = _opt("", "seed pool: a JSONL file with one `prompt` (or `instruction`) per line; empty = the "
+                          "pool shipped with srlm-lite", flag="seeds")
 
 
 @dataclass
@@ -86,6 +128,10 @@ class PairsConfig:
 
 @dataclass
 class TrainConfig:
+    objective: str = _opt("dpo", "what each iteration trains on its pairs: dpo = the preference loss (`loss`, "
+                          "`beta`); sft = LoRA fine-tuning on each pair's chosen answer only (the paper's SFT baseline "
+                          "on self-generated data: the same pairs, batches, steps and learning rate; the rejected "
+                          "answer is never trained on)", choices=OBJECTIVES, flag="objective")
     beta: float = _opt(0.1, "DPO beta (paper: 0.1)")
     learning_rate: float = _opt(2e-5, "Adam learning rate of the LoRA weights (paper, full fine-tuning: 1e-6; "
                                 "at 5e-5 M1 ran to the token limit in every answer)", flag="learning-rate")
@@ -102,6 +148,14 @@ class TrainConfig:
     rpo_alpha: float = _opt(1.0, "weight of the chosen answer's per-token NLL in the rpo loss")
     length_normalize: bool = _opt(False, "log-probs averaged per response token instead of summed (counters the "
                                   "drift to longer answers; scale beta up accordingly)", flag="length-normalize")
+    holdout: float = _opt(0.2, "share of each iteration's pairs held out of training to measure it honestly (TRL's "
+                          "eval_ metrics: loss and reward accuracy on pairs the model never trained on); 0 = none")
+    checkpoint_every: int = _opt(5, "save the LoRA weights and the optimizer state every this many steps (atomically); "
+                                 "a killed `train` resumes from the last one with the same batches; 0 = never")
+    hosts: str = _opt("", "train data-parallel with MLX's distributed runtime, launched by mlx.launch on these hosts: "
+                      "an mlx.launch hostfile (JSON) or a comma-separated list (127.0.0.1,127.0.0.1 = two processes "
+                      "here); every host needs this Python and the run directory at the same path; empty = one "
+                      "process", flag="train-hosts")
 
 
 @dataclass
@@ -114,6 +168,28 @@ class EvalConfig:
 
 
 @dataclass
+class RewardConfig:
+    source: str = _opt("judge", "where each candidate's reward comes from: " + _modes_help(REWARD_SOURCES),
+                       choices=SOURCES, flag="reward")
+    consistency: bool = _opt(False, "CREAM's consistency regularisation: each pair's DPO loss is label-smoothed by "
+                             "1 - C, C = Kendall's tau between this and the previous model's rankings of the same "
+                             "candidates, rescaled to [0, 1] (judge and implicit rewards; from the second iteration, "
+                             "or the first with --init)", flag="consistency")
+    implicit_beta: float = _opt(0.1, "implicit reward: beta of beta * (log pi_t - log pi_(t-1))")
+    length_penalty: float = _opt(0.0, "implicit reward: alpha of - alpha * response tokens (DICE's length term)",
+                                 flag="length-penalty")
+    verify_share: float = _opt(0.75, "verify/mix: share of the generated prompts given verifiable constraints")
+    verify_families: str = _opt(",".join(TRAIN_FAMILIES), "verify/mix: IFEval constraint families training may "
+                                f"use (comma-separated; known: {', '.join(FAMILIES)}); the default keeps "
+                                f"{', '.join(HELD_OUT_FAMILIES)} out, to measure generalisation on IFEval")
+    max_constraints: int = _opt(2, "verify/mix: constraints per constrained prompt (1 to this many)")
+    tie_break: float = _opt(0.01, "verify: weight of judge/5 added to the share of constraints met")
+    mix_judge: float = _opt(1.0, "mix: weight of the standardised judge score")
+    mix_implicit: float = _opt(1.0, "mix: weight of the standardised implicit reward")
+    mix_verify: float = _opt(1.0, "mix: weight of the standardised share of constraints met")
+
+
+@dataclass
 class RunConfig:
     iterations: int = _opt(3, "self-rewarding iterations (M1 -> M2 -> M3 -> M4 in the paper's naming)",
                            flag="iterations")
@@ -123,6 +199,7 @@ class RunConfig:
     instructions: InstructionsConfig = field(default_factory=InstructionsConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -142,8 +219,30 @@ class SFTConfig:
     seed: int = _opt(0, "shuffling and LoRA initialisation seed")
 
 
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
+@dataclass
+class EFTTrainConfig:
+    """`srlm-lite eft train`: the judge taught at scale, loss on the score digit only, the rubric prefix cached."""
+
+    learning_rate: float = _opt(1e-4, "Adam learning rate of the LoRA weights")
+    epochs: int = _opt(1, "passes over the examples")
+    batch_size: int = _opt(8, "examples per optimizer step (batched by length, so little padding)")
+    lora_rank: int = _opt(8, "LoRA rank")
+    lora_scale: float = _opt(20.0, "LoRA scale (mlx-lm convention)")
+    lora_layers: int = _opt(8, "transformer blocks given LoRA, counted from the top (-1 = all); the blocks below "
+                               "need no backward pass")
+    refresh_every: int = _opt(8, "optimizer steps between recomputations of the rubric prefix's KV cache under the "
+                                 "current LoRA (held constant in between, no gradient through it); 0 = exact "
+                                 "training: the whole prompt, every step, gradients through it")
+    max_length: int = _opt(1024, "token limit of a judge prompt (longer ones are skipped)")
+    checkpoint_every: int = _opt(64, "save the LoRA weights and Adam's state every this many steps, rounded up to a "
+                                     "multiple of refresh_every (so a resumed run is the run it continues); a killed "
+                                     "`eft train` run again with the same --out and settings resumes; 0 = never")
+    seed: int = _opt(0, "shuffling and LoRA initialisation seed")
+
+
+class ConfigError(InputError):
+    """A config file or override is not valid TOML, names an unknown key, or gives a value of the wrong type or out
+    of its range; the message names the key (and the nearest known one) or the line."""
 
 
 def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -166,8 +265,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     """Defaults < TOML file < overrides ({"section.key": value}; None values are ignored)."""
     config = RunConfig()
     if path:
-        with open(path, "rb") as fh:
-            config = from_dict(tomllib.load(fh), config)
+        config = from_dict(read_toml(path), config)
     nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -194,23 +292,65 @@ def to_toml(config: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _at_least(n):
+    return f">= {n}", lambda v: v >= n
+
+
+def _above(n):
+    return f"> {n}", lambda v: v > n
+
+
+def _within(low, high):
+    return f"in [{low}, {high}]", lambda v: low <= v <= high
+
+
+_TEMPERATURE = _within(0, 2)
+_TOP_P = ("in (0, 1]", lambda v: 0 < v <= 1)
+# (dotted key, (what the value must be, test)[, why]): checked by `validate` on every config, from a file or flags
+RANGES = (
+    ("iterations", _at_least(1)), ("model.n_ctx", _at_least(512)), ("model.n_threads", _at_least(0)),
+    ("model.n_batch", _at_least(1)),
+    ("instructions.num_prompts", _at_least(1)), ("instructions.max_attempts", _at_least(0)),
+    ("instructions.seed_shots", _at_least(0)), ("instructions.generated_shots", _at_least(0)),
+    ("instructions.temperature", _TEMPERATURE), ("instructions.top_p", _TOP_P),
+    ("instructions.max_tokens", _at_least(1)), ("instructions.rouge_threshold", _within(0, 1)),
+    ("instructions.min_words", _at_least(0)), ("instructions.max_words", _at_least(1)),
+    ("responses.samples", _at_least(2), "a pair needs two candidates"), ("responses.temperature", _TEMPERATURE),
+    ("responses.top_p", _TOP_P), ("responses.max_tokens", _at_least(1)),
+    ("judge.judge_samples", _at_least(1)), ("judge.temperature", _TEMPERATURE), ("judge.top_p", _TOP_P),
+    ("judge.max_tokens", _at_least(1)), ("judge.min_digit_mass", _within(0, 1)),
+    ("pairs.min_score_gap", _at_least(0)), ("pairs.tie_tolerance", _at_least(0)),
+    ("train.beta", _above(0)), ("train.learning_rate", _above(0)), ("train.epochs", _at_least(1)),
+    ("train.batch_size", _at_least(1)), ("train.lora_rank", _at_least(1)), ("train.lora_scale", _above(0)),
+    ("train.lora_layers", ("-1 (all blocks) or >= 1", lambda v: v == -1 or v >= 1)),
+    ("train.max_length", _at_least(16)), ("train.rpo_alpha", _at_least(0)), ("train.checkpoint_every", _at_least(0)),
+    ("eval.limit", _at_least(1)), ("model.concurrency", _at_least(1)), ("model.max_retries", _at_least(0)),
+    ("model.request_timeout", _above(0)),
+    ("reward.implicit_beta", _above(0)), ("reward.length_penalty", _at_least(0)),
+    ("reward.verify_share", _within(0, 1)), ("reward.max_constraints", _at_least(1)),
+    ("reward.tie_break", _within(0, 1)), ("train.holdout", _within(0, 0.5)),
+)
+
+
 def validate(config: RunConfig) -> None:
-    checks = [
-        (config.iterations >= 1, "iterations must be >= 1"),
-        (config.instructions.num_prompts >= 1, "instructions.num_prompts must be >= 1"),
-        (config.responses.samples >= 2, "responses.samples must be >= 2 (a pair needs two candidates)"),
-        (config.judge.judge_samples >= 1, "judge.judge_samples must be >= 1"),
-        (0.0 <= config.instructions.rouge_threshold <= 1.0, "instructions.rouge_threshold must be in [0, 1]"),
-        (config.train.batch_size >= 1 and config.train.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
-        (config.model.n_ctx >= 512, "model.n_ctx must be >= 512"),
-        (config.train.beta > 0, "train.beta must be > 0"),
-        (config.eval.limit >= 1, "eval.limit must be >= 1"),
-        (config.pairs.min_score_gap >= 0 and config.pairs.tie_tolerance >= 0,
-         "pairs.min_score_gap and pairs.tie_tolerance must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    """Every setting in its range (RANGES), every float finite, every choice one of its choices."""
+    values = {dotted: value for dotted, _, value in walk(config)}
+    for dotted, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{dotted} must be a finite number, got {value!r}")
+    for key, (must, ok), *why in RANGES:
+        if key in values and not ok(values[key]):
+            note = f" ({why[0]})" if why else ""
+            raise ConfigError(f"{key} must be {must}{note}, got {values[key]!r}")
+    if values.get("instructions.min_words", 0) > values.get("instructions.max_words", math.inf):
+        raise ConfigError("instructions.min_words must be <= instructions.max_words")
+    if values.get("instructions.seed_shots", 1) + values.get("instructions.generated_shots", 0) < 1:
+        raise ConfigError("instructions.seed_shots + instructions.generated_shots must be >= 1")
+    if "reward.verify_families" in values:
+        try:
+            parse_families(values["reward.verify_families"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for dotted, f, value in walk(config):
         choices = f.metadata.get("choices")
         if choices and value not in choices:
@@ -244,22 +384,36 @@ def from_plain(data: dict[str, Any]) -> RunConfig:
     return from_dict(data)
 
 
-def _field_value(obj, key: str):
-    names = {f.name for f in dataclasses.fields(obj)}
+def _field_value(obj, key: str, section: str = ""):
+    names = [f.name for f in dataclasses.fields(obj)]
     if key not in names:
-        raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(names))})")
+        where = f" in [{section}]" if section else ""
+        raise ConfigError(f"unknown config key '{key}'{where}{_suggestion(key, names, section)}")
     return getattr(obj, key)
 
 
+def _suggestion(key: str, names: list[str], section: str) -> str:
+    """"; did you mean 'X'?": the nearest key of the same section, else the nearest setting anywhere."""
+    near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    if near:
+        return f"; did you mean '{near[0]}'?"
+    everywhere = [dotted for dotted, _, _ in walk(RunConfig()) if "." in dotted]
+    near = difflib.get_close_matches(str(key), {d.rsplit(".", 1)[1] for d in everywhere}, n=1, cutoff=0.75)
+    if near:
+        options = [d for d in everywhere if d.rsplit(".", 1)[1] == near[0]]
+        return f"; did you mean {' or '.join(repr(d) for d in options)} (in its [section])?"
+    return f" (known: {', '.join(sorted(names))})"
+
+
 def _set(obj, key: str, value: Any, label: str) -> None:
-    current = _field_value(obj, key)
+    current = _field_value(obj, key, label.rpartition(".")[0])
     if dataclasses.is_dataclass(current):
         raise ConfigError(f"'{label}' is a section; give it as a [{label}] table")
     expected = type(current)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"'{label}' must be {expected.__name__}, got {value!r}")
+        raise ConfigError(f"'{label}' must be {expected.__name__}, got {_short(value)}")
     setattr(obj, key, value)
 
 
@@ -269,5 +423,39 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if _is_control(c) else c) for c in value) + '"'
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _is_control(char: str) -> bool:
+    """Characters a TOML basic string may not hold as they are (written as \\uXXXX)."""
+    return ord(char) < 0x20 or ord(char) == 0x7F
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as nested dicts; ConfigError (with the line) for a file that cannot be read or is not TOML."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
+        if not found:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        reason = str(exc).replace(found.group(0), "")
+        raise ConfigError(f"{path}:{found.group(1)}: not valid TOML ({reason}, column {found.group(2)})") from exc
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

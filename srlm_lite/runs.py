@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .config import RunConfig, load, to_dict, to_toml
+from .config import ConfigError, RunConfig, load, to_dict, to_toml, walk
+from .lock import LOCK_FILE
 from .records import file_sha256, read_json, write_text_atomic
 
 MANIFEST = "manifest.json"
@@ -50,6 +51,7 @@ class ModelSpec:
     base: Path
     adapter: Path | None = None
     label: str = ""
+    chat_template: str | None = None  # a Jinja file replacing (or supplying) the model's chat template
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -59,6 +61,16 @@ class ModelSpec:
     def lora_gguf(self) -> Path | None:
         """The GGUF LoRA llama.cpp applies (None without an adapter)."""
         return adapter_gguf(self.adapter) if self.adapter else None
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """The mlx-lm adapter folder (adapters.safetensors + adapter_config.json) MLX applies in-process."""
+        if self.adapter is None:
+            return None
+        for candidate in (self.adapter, self.adapter / ADAPTER_DIR, self.adapter.parent):
+            if (candidate / MLX_ADAPTER).is_file():
+                return candidate
+        raise FileNotFoundError(f"no {MLX_ADAPTER} for the adapter {self.adapter}")
 
 
 def adapter_gguf(adapter: str | Path) -> Path:
@@ -72,10 +84,16 @@ def adapter_gguf(adapter: str | Path) -> Path:
 
 
 def base_model(config: RunConfig) -> Path:
-    """The run's base model file: `[model] path`, else the embedded model."""
-    from .models.gguf import resolve_model_path
+    """The run's base model: `[model] path` (a GGUF file, a model folder, or a repository in the local Hugging Face
+    cache), else the embedded model."""
+    from .models.source import resolve
 
-    return resolve_model_path(config.model.path or None)
+    return resolve(config.model.path or None)
+
+
+def model_spec(config: RunConfig, adapter: Path | None = None, label: str = "") -> ModelSpec:
+    """The run's base model with an adapter, and the run's chat template."""
+    return ModelSpec(base_model(config), adapter, label, config.model.chat_template or None)
 
 
 def start_adapter(config: RunConfig) -> Path | None:
@@ -84,10 +102,15 @@ def start_adapter(config: RunConfig) -> Path | None:
         return None
     root = Path(config.init)
     for candidate in (root / ADAPTER_DIR, root):
-        if (candidate / GGUF_ADAPTER).exists() and (candidate / MLX_ADAPTER).exists():
+        if (candidate / MLX_ADAPTER).exists():
             return candidate
-    raise FileNotFoundError(f"--init {root}: no {GGUF_ADAPTER} and {MLX_ADAPTER} in it or in "
-                            f"{root / ADAPTER_DIR} (make one with `srlm-lite sft --out {root}`)")
+    raise FileNotFoundError(f"--init {root}: no {MLX_ADAPTER} in it or in {root / ADAPTER_DIR} "
+                            f"(make one with `srlm-lite sft --out {root}`)")
+
+
+def sampling_adapter(run_dir: str | Path, config: RunConfig, t: int) -> Path | None:
+    """The adapter iteration t samples with: the one iteration t-1 made, or the starting model's (None = the base)."""
+    return start_adapter(config) if t <= 1 else iteration_dir(run_dir, t - 1) / ADAPTER_DIR
 
 
 def run_config(run_dir: str | Path | None) -> RunConfig:
@@ -104,21 +127,20 @@ def model_for_iteration(run_dir: str | Path, k: int) -> ModelSpec:
     """M_k of a run: M_0 is the starting model (the base, or the `--init` adapter), M_k was trained in iteration k."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    base = base_model(config)
     if k == 0:
-        return ModelSpec(base, start_adapter(config), f"M0 of {run_dir}")
+        return model_spec(config, start_adapter(config), f"M0 of {run_dir}")
     adapter = iteration_dir(run_dir, k) / ADAPTER_DIR
-    if not (adapter / GGUF_ADAPTER).exists():
-        raise FileNotFoundError(f"M{k} does not exist in {run_dir}: {adapter / GGUF_ADAPTER} is missing "
+    if not (adapter / MLX_ADAPTER).exists() and not (adapter / GGUF_ADAPTER).exists():
+        raise FileNotFoundError(f"M{k} does not exist in {run_dir}: no adapter in {adapter} "
                                 f"(iteration {k} unfinished?)")
-    return ModelSpec(base, adapter, f"M{k} of {run_dir}")
+    return model_spec(config, adapter, f"M{k} of {run_dir}")
 
 
 def resolve_model(run_dir: str | Path | None = None, iteration: int | None = None,
                   model_path: str | Path | None = None, adapter: str | Path | None = None) -> ModelSpec:
     """M_k of a run (`run_dir` + `iteration`; M_0 = the run's starting model), or a model file (`model_path`, else
     the embedded model) with an optional `adapter` (an `srlm-lite sft --out` directory or a GGUF LoRA file)."""
-    from .models.gguf import resolve_model_path
+    from .models.source import resolve
 
     if run_dir is not None and (model_path is not None or adapter is not None):
         raise ValueError("give either a run (--run DIR --iteration K) or --model PATH / --adapter, not both")
@@ -128,12 +150,23 @@ def resolve_model(run_dir: str | Path | None = None, iteration: int | None = Non
         return model_for_iteration(run_dir, iteration)
     if iteration is not None:
         raise ValueError("--iteration needs --run DIR")
-    base = resolve_model_path(model_path)
+    base = resolve(model_path)
     label = str(model_path) if model_path else f"embedded {base.name}"
     if adapter is None:
         return ModelSpec(base, None, label)
-    adapter_gguf(adapter)  # fails early when there is none
+    check_adapter(Path(adapter))
     return ModelSpec(base, Path(adapter), f"{label} + {adapter}")
+
+
+def check_adapter(adapter: Path) -> None:
+    """An adapter is a GGUF LoRA file, or a folder holding one or an mlx-lm adapter (in it or in its adapter/)."""
+    if adapter.is_dir() and any((folder / MLX_ADAPTER).is_file() for folder in (adapter, adapter / ADAPTER_DIR)):
+        return
+    try:
+        adapter_gguf(adapter)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no GGUF LoRA adapter ({GGUF_ADAPTER}) nor mlx-lm adapter ({MLX_ADAPTER}) at "
+                                f"{adapter} or in {adapter / ADAPTER_DIR}") from None
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -158,22 +191,37 @@ def resolve_config(out: Path | None, *, resume: bool, config_file: str | Path | 
 
 def prepare_run(config: RunConfig, out: Path, resume: bool) -> RunPaths:
     """Create (or reopen with --resume) the run directory; the resolved config is saved as TOML."""
-    from .models.gguf import inspect_gguf
+    from .models.source import check_model
 
     out = Path(out)
     config_file = out / CONFIG_FILE
-    if out.exists() and any(out.iterdir()) and not resume:
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if resume and config_file.exists():
-        if load(config_file) != config:
-            raise ValueError(f"--resume with a config that differs from {config_file}; resume with the same settings "
-                             f"(e.g. --config {config_file}) or start a new run")
+        saved = load(config_file)
+        if saved != config:
+            differ = [k for (k, _, a), (_, _, b) in zip(walk(saved), walk(config)) if a != b]
+            raise ConfigError(f"--resume with a config that differs from {config_file} ({', '.join(differ)}): "
+                              f"that would mix two runs; resume with the same settings (e.g. --config "
+                              f"{config_file}) or start a new run")
     model = base_model(config)
-    inspect_gguf(model)  # fails early, with a clear message, on an unsupported model
+    check_model(model)  # fails early, with a clear message, on an unsupported model
     start = start_adapter(config)  # fails early when --init names no adapter
     write_text_atomic(config_file, to_toml(config))
-    return RunPaths(root=out, model=model, model_sha256=file_sha256(model),
-                    init_sha256=file_sha256(start / GGUF_ADAPTER) if start else None)
+    return RunPaths(root=out, model=model, model_sha256=model_sha256(model),
+                    init_sha256=file_sha256(start / MLX_ADAPTER) if start else None)
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of a model file, or of a model folder's files (each file's sha256, by name, hashed together)."""
+    import hashlib
+
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.relative_to(path)}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def provenance(config: RunConfig, paths: RunPaths) -> dict:

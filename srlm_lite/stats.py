@@ -183,3 +183,43 @@ def _check_lengths(x: Sequence, y: Sequence) -> None:
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = 10000, seed: int = 0,
+                      z: float = Z_95) -> dict:
+    """Mean of a_i - b_i over paired items (the same prompts scored for two models) and its 95% paired-bootstrap
+    interval (items resampled with replacement, percentile interval). `n_better`/`n_worse`: items where a > b /
+    a < b."""
+    import numpy as np
+
+    _check_lengths(a, b)
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = len(diff)
+    if n == 0:
+        return {"n": 0, "difference": None, "ci_low": None, "ci_high": None, "n_better": 0, "n_worse": 0}
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    means = diff[draws].mean(axis=1)
+    tail = (1 - math.erf(z / math.sqrt(2))) / 2 * 100  # 2.5 for z = 1.96
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"n": n, "difference": _round(float(diff.mean())), "ci_low": _round(float(low)),
+            "ci_high": _round(float(high)), "n_better": int((diff > 0).sum()), "n_worse": int((diff < 0).sum())}
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """McNemar's exact test on paired pass/fail outcomes: `a_only` items pass for a only, `b_only` for b only; the
+    two-sided p-value of the binomial test of a_only against a_only + b_only at 1/2."""
+    _check_lengths(a, b)
+    a_only = sum(bool(x) and not bool(y) for x, y in zip(a, b))
+    b_only = sum(bool(y) and not bool(x) for x, y in zip(a, b))
+    n = a_only + b_only
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "p_value": 1.0}
+    tail = sum(math.comb(n, k) for k in range(0, min(a_only, b_only) + 1)) / 2 ** n
+    return {"a_only": a_only, "b_only": b_only, "p_value": _round(min(1.0, 2 * tail))}
+
+
+def consistency(scores_now: Sequence[float], scores_before: Sequence[float]) -> float:
+    """CREAM's consistency of two rankings of the same candidates: Kendall's tau-b rescaled to [0, 1] (1 = the same
+    order, 0 = reversed); 0.5 where tau is undefined (a constant ranking carries no order to agree with)."""
+    tau = kendall_tau_b(scores_now, scores_before)
+    return 0.5 if tau is None else (tau + 1.0) / 2.0

@@ -36,3 +36,13 @@ def real_model_path() -> Path:
     from srlm_lite.models.gguf import embedded_model_path
 
     return embedded_model_path()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` run only when asked for by name (`pytest -m long`), never in a default or `-m real` run."""
+    if "long" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="long: run with `pytest -m long`")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)

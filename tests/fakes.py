@@ -57,3 +57,15 @@ class ScriptedEngine:
         weights = {c: math.exp(-((int(c) - target) ** 2)) for c in candidates}
         total = sum(weights.values()) / 0.9  # 90 % of the mass on the digits
         return {c: math.log(w / total) for c, w in weights.items()}
+
+
+class LogprobEngine(ScriptedEngine):
+    """A scripted engine that also gives per-token log-probs: every word of a continuation costs `cost` nats (a
+    fixed model per instance), so implicit rewards and consistency are known in advance."""
+
+    def __init__(self, cost: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.cost = cost
+
+    def continuation_logprobs(self, prompt, continuation):
+        return [-self.cost * (1 + (len(w) % 3) / 10) for w in continuation.split()]

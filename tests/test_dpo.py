@@ -98,3 +98,18 @@ def test_rpo_gradient_pulls_chosen_up_more_than_dpo():
 def test_unknown_loss_type_is_an_error():
     with pytest.raises(ValueError, match="unknown loss_type"):
         _variant("kto", [-3.0], [-5.0], [-5.0], [-5.0])
+
+
+def test_label_smoothed_dpo_against_hand_computed_values():
+    from srlm_lite.training.losses import smoothed_sigmoid_losses
+
+    h = mx.array([2.0, 2.0, 2.0, 0.0])
+    eps = mx.array([0.0, 0.25, 0.5, 0.3])
+    losses = smoothed_sigmoid_losses(h, 0.1, eps).tolist()
+    # -log sigmoid(0.2) = 0.598139, -log sigmoid(-0.2) = 0.798139; at h = 0 both are ln 2 whatever eps is
+    assert losses == pytest.approx([0.598139, 0.75 * 0.598139 + 0.25 * 0.798139, 0.698139, 0.693147], abs=1e-6)
+    loss, metrics = dpo_loss(mx.array([-3.0]), mx.array([-3.0]), mx.array([-4.0]), mx.array([-3.0]), 0.1,
+                             label_smoothing=mx.array([0.25]))
+    # h = 1: 0.75 * -log sigmoid(0.1) + 0.25 * -log sigmoid(-0.1) = 0.75 * 0.644397 + 0.25 * 0.744397
+    assert float(loss) == pytest.approx(0.669397, abs=1e-6)
+    assert float(metrics["rewards/chosen"]) == pytest.approx(0.1) and float(metrics["rewards/rejected"]) == 0.0

@@ -340,7 +340,7 @@ def test_cli_eval_misuse(tmp_path):
     result = runner.invoke(cli, ["eval", "judge", "--pairs", str(pairs), "--run", str(run)])
     assert result.exit_code == 2 and "--iteration" in result.output
     result = runner.invoke(cli, ["eval", "h2h", "--run", str(run), "--a", "0", "--b", "2", "--prompts", str(pairs)])
-    assert result.exit_code == 1 and "M2 does not exist" in result.output
+    assert result.exit_code == 2 and "M2 does not exist" in result.output  # a model the run lacks: input error
 
 
 def test_model_resolution(tmp_path):

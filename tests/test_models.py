@@ -208,11 +208,30 @@ def test_inspect_gguf_rejects_other_architecture(tmp_path):
 
 
 def test_inspect_gguf_rejects_unsupported_tensor_type(tmp_path):
-    tensors = {"token_embd.weight": (np.ones((8, 64), np.float32), T.Q5_0),
-               "output_norm.weight": (np.ones(64, np.float32), T.F32)}
-    path = _write_gguf(tmp_path / "q5.gguf", "llama", tensors)
-    with pytest.raises(UnsupportedModelError, match=r"Q5_0.*supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0"):
+    path = tmp_path / "i32.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tensor("token_embd.weight", np.ones((8, 64), np.int32), raw_dtype=T.I32)
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file, writer.close):
+        step()
+    with pytest.raises(UnsupportedModelError, match=r"I32.*supported: .*Q4_K.*Q5_0"):
         inspect_gguf(path)
+
+
+@pytest.mark.parametrize("qtype", [T.Q5_0, T.Q5_1])  # K-quants (rows of 256): the real Gemma 3 test
+def test_k_quants_and_q5_are_dequantized_into_mlx(tiny_model, tmp_path, qtype):
+    """Types MLX cannot keep quantized are dequantized by the `gguf` package: the model matches the float one
+    within the quantization error (checked on the logits against the same weights quantized and dequantized)."""
+    from gguf.quants import dequantize
+
+    reference = _tiny_gguf(tiny_model, tmp_path / "f32.gguf")
+    quantized = _tiny_gguf(tiny_model, tmp_path / f"{qtype.name}.gguf", linear_type=qtype)
+    assert inspect_gguf(quantized).tensor_types.get(qtype.name) and not inspect_gguf(quantized).mlx_native
+    loaded, exact = load_mlx_model(quantized), load_mlx_model(reference)
+    weight = np.array(loaded.model.layers[0].mlp.down_proj.weight)
+    original = np.array(exact.model.layers[0].mlp.down_proj.weight)
+    expected = dequantize(quantize(original, qtype), qtype)
+    np.testing.assert_allclose(weight, expected, rtol=0, atol=1e-6)
+    assert np.abs(weight - original).max() > 0  # it was really quantized
 
 
 def test_load_float_gguf_reproduces_model(tiny_model, tmp_path):

@@ -6,6 +6,8 @@ token differs by up to ~0.5 nats on some tokens), so candidates are compared whe
 logits: the first token after a prompt evaluated whole, and greedy decoding (argmax, robust to the noise).
 """
 
+from pathlib import Path
+
 import pytest
 
 from srlm_lite.engines.llama_cpp import LlamaCppEngine
@@ -98,3 +100,16 @@ def test_packing_fits_sequences_and_context():
     assert [[u[0] for u in g] for g in groups] == [[0, 1, 2, 3], [4, 5]]
     groups = pack_units(units, 16, 2048, 128)  # 612 cells a prompt: three fit 2048
     assert [[u[0] for u in g] for g in groups] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_ifeval_answers_batched_equal_one_by_one(real_model_path):
+    # eval ifeval answers PROMPTS_PER_BATCH prompts together; greedy, so each answer is the one-by-one answer
+    from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval
+    prompts = Path(__file__).resolve().parents[2] / "shared" / "data" / "ifeval" / "dev.jsonl"
+    if not prompts.exists():
+        pytest.skip("../shared/data is not beside the project")
+    records = load_ifeval(prompts, 8)
+    together = evaluate_ifeval(_fresh(real_model_path), records, max_tokens=48)
+    alone = evaluate_ifeval(_fresh(real_model_path, batched=False), records, max_tokens=48)
+    assert [i["response"] for i in together["items"]] == [i["response"] for i in alone["items"]]
+    assert {k: together[k] for k in ("prompt_loose", "inst_loose")} == {k: alone[k] for k in ("prompt_loose", "inst_loose")}

@@ -75,3 +75,15 @@ def test_build_pairs_marks_pairs_the_tie_break_changed():
     (aware,), _ = build_pairs(responses, judgments, length_tolerance=0.25)
     assert plain["chosen"].startswith("long") and not plain["tie_break_changed"]
     assert aware["chosen"] == "short" and aware["tie_break_changed"]
+
+
+def test_consistency_becomes_the_pairs_label_smoothing():
+    from srlm_lite.stages.pairs import build_pairs
+
+    responses = [{"id": f"p-r{k}", "prompt_id": "p", "prompt": "q", "response": "x" * (k + 1), "finish_reason": "stop"}
+                 for k in range(3)]
+    rewards = [{"id": f"p-r{k}", "prompt_id": "p", "score": float(k), "consistency": 0.75} for k in range(3)]
+    records, _ = build_pairs(responses, rewards)
+    assert records[0]["label_smoothing"] == 0.25 and records[0]["chosen_id"] == "p-r2"
+    plain, _ = build_pairs(responses, [{k: v for k, v in r.items() if k != "consistency"} for r in rewards])
+    assert "label_smoothing" not in plain[0]  # without --consistency the pair records stay as they were

@@ -321,3 +321,15 @@ def test_chat_with_piped_input(tiny_run):
     assert "(conversation cleared)" in result.output and "And of Italy?" in result.output
     default = CliRunner().invoke(cli, ["chat", "--run", str(tiny_run), "--max-tokens", "8"], input="Hi\n")
     assert default.exit_code == 0 and "M2> " in default.output  # default: the run's last model; EOF ends it
+
+
+def test_paired_comparisons_with_m0_get_their_own_table(run_dir):
+    paired = {"all": {"n": 30, "a": 0.4, "b": 0.3, "difference": 0.1, "ci_low": -0.033, "ci_high": 0.233,
+                      "a_only": 5, "b_only": 2, "p_value": 0.453},
+              "seen": {"n": 12, "a": 0.5, "b": 0.25, "difference": 0.25, "ci_low": 0.0, "ci_high": 0.5},
+              "unseen": {"n": 0}}
+    write_json_atomic(run_dir / "iter_2" / "eval_ifeval.json", {"prompt_loose": 0.4, "n": 30, "paired_vs_M0": paired})
+    md = report.write_report(run_dir).markdown.read_text()
+    assert "### M_t against M0, paired" in md
+    assert "| ifeval | M2 | all | 30 | 0.400 vs 0.300 | 0.100 | [-0.033, 0.233] | 0.453 |" in md
+    assert "| ifeval | M2 | seen | 12 |" in md and "| unseen |" not in md  # a part with no items is left out

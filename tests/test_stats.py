@@ -93,3 +93,52 @@ def test_ranking_metrics_edge_cases():
     assert m["spearman"] == 0.0 and m["kendall_tau"] == 0.0 and m["pairwise_accuracy"] == 0.5
     with pytest.raises(ValueError):
         ranking_metrics([([1.0], [0])])
+
+
+def test_paired_difference_and_mcnemar_against_hand_computed_values():
+    from srlm_lite.stats import consistency, mcnemar, paired_difference
+
+    result = paired_difference([1, 1, 1, 0], [0, 1, 0, 0], resamples=2000, seed=1)
+    assert result["difference"] == 0.5 and (result["n_better"], result["n_worse"]) == (2, 0)
+    assert 0.0 <= result["ci_low"] <= 0.5 <= result["ci_high"] <= 1.0
+    same = paired_difference([0.2] * 5, [0.2] * 5)
+    assert same["difference"] == 0 and same["ci_low"] == same["ci_high"] == 0
+    # 6 discordant pairs all favouring a: p = 2 * (1/2)^6 = 0.03125; 3 vs 3: p = 1
+    assert mcnemar([1] * 6 + [0] * 4, [0] * 6 + [0] * 4) == {"a_only": 6, "b_only": 0, "p_value": 0.0312}
+    assert mcnemar([1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1])["p_value"] == 1.0
+    assert consistency([1, 2, 3], [10, 20, 30]) == 1.0 and consistency([1, 2, 3], [3, 2, 1]) == 0.0
+    assert consistency([1, 1, 1], [1, 2, 3]) == 0.5
+
+
+def test_reward_signal_figures_against_hand_computed_values():
+    from srlm_lite.rewards.signal import best_random_worst, length_spearman, signal, spread
+
+    groups = [[(3.0, 1.0), (1.0, 0.0), (2.0, 0.5)], [(2.0, 0.0), (2.0, 1.0), (0.0, 0.0)]]
+    # prompt 1: best passes 1.0, worst 0.0, random 0.5; prompt 2: best tied (0.0, 1.0) -> 0.5, worst 0.0, random 1/3
+    assert best_random_worst(groups) == {"prompts": 2, "best_of_n": 0.75, "random_of_n": 0.4167, "worst_of_n": 0.0}
+    assert spread([[1, 1, 1], [1, 3], [None, 2]]) == {"ties": 1, "tie_rate": 0.5, "mean_gap": 1.0}
+    assert length_spearman([1, 2, 3, None], [10, 20, 30, 5]) == 1.0
+    assert length_spearman([3, 2, 1], [10, 20, 30]) == -1.0
+    found = signal([[{"reward": 1.0, "length": 5, "pass": 1.0}, {"reward": 0.0, "length": 9, "pass": 0.0}],
+                    [{"reward": 2.0, "length": 7, "pass": None}, {"reward": 2.0, "length": 3, "pass": None}]])
+    assert found["ties"] == 1 and found["prompts"] == 1 and found["best_of_n"] == 1.0 and found["worst_of_n"] == 0.0
+
+
+def test_paired_ifeval_splits_seen_and_unseen_families():
+    from srlm_lite.evals.paired import paired_ifeval, paired_judge
+
+    def item(key, ids, loose):
+        return {"key": key, "instruction_id_list": ids, "loose": loose, "strict": loose}
+
+    a = [item(1, ["keywords:existence"], [True]), item(2, ["punctuation:no_comma"], [True]),
+         item(3, ["keywords:existence", "punctuation:no_comma"], [True, False])]
+    b = [item(1, ["keywords:existence"], [False]), item(2, ["punctuation:no_comma"], [True]),
+         item(3, ["keywords:existence", "punctuation:no_comma"], [True, True]), item(4, ["x:y"], [True])]
+    found = paired_ifeval(a, b, trained_families=["keywords"])
+    assert found["all"]["n"] == 3 and found["all"]["a"] == pytest.approx(0.6667) and found["all"]["b"] == pytest.approx(0.6667)
+    assert (found["all"]["a_only"], found["all"]["b_only"]) == (1, 1) and found["all"]["difference"] == 0
+    assert found["seen"]["n"] == 1 and found["seen"]["difference"] == 1.0  # prompt 1 only
+    assert found["unseen"]["n"] == 1 and found["unseen"]["difference"] == 0  # prompt 2 only
+    judge = paired_judge([{"index": 0, "credit": 1.0}, {"index": 1, "credit": 0.5}],
+                         [{"index": 1, "credit": 0.0}, {"index": 0, "credit": 1.0}])
+    assert judge["n"] == 2 and judge["difference"] == 0.25

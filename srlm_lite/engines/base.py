@@ -9,6 +9,11 @@ from typing import Protocol, Sequence
 SEQUENCES_PER_BATCH = 16  # candidates a batched engine decodes together (across prompts)
 
 
+class LogprobsUnavailable(RuntimeError):
+    """The engine cannot give next-token log-probabilities (e.g. a server whose API returns none): judging formats
+    that read them give way to the sampled judge (`judging.with_logprobs_fallback`)."""
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -31,6 +36,18 @@ class Engine(Protocol):
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         """Log-probabilities of each single-token candidate string as the next token after `prompt`."""
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
+        """Log-probability of each token of `continuation` (plain text) after the raw text `prompt`."""
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """A whole conversation templated, ending with the assistant's generation prompt."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a templated text (control tokens parsed, BOS where the model wants one)."""
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (no BOS, control tokens not parsed)."""
 
 
 def complete_n(engine: Engine, prompt: str, *, seeds: Sequence[int], max_tokens: int, temperature: float,
@@ -58,3 +75,11 @@ def complete_each(engine: Engine, prompt: str, *, seeds: Sequence[int], max_toke
     """One `complete` per seed, one after another."""
     return [engine.complete(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
             for seed in seeds]
+
+
+def engine_map(engine: Engine, fn, items: Sequence) -> list:
+    """`fn(item)` for every item, in order: concurrently where the engine takes concurrent requests (a server engine's
+    own `map`, `concurrency` at a time), else one after another."""
+    if hasattr(engine, "map"):
+        return engine.map(fn, items)
+    return [fn(item) for item in items]

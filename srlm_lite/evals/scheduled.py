@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..config import EvalConfig, RunConfig
 from ..engines import EngineOptions, open_engine
-from ..records import read_json, write_json_atomic, write_jsonl_atomic
+from ..records import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ..runs import iteration_dir, model_for_iteration
 
 KINDS = ("judge", "ifeval", "h2h")
@@ -52,10 +52,31 @@ def evaluate_model(run_dir: Path, config: RunConfig, k: int, say: Callable[[str]
             say(f"M{k}: eval {kind} on the first {config.eval.limit} of {path}")
             summary = _run(kind, Path(path), run_dir, config, k, progress)
             items = summary.pop("items", [])
-            write_jsonl_atomic(target.with_name(target.stem + "_items.jsonl"), items)
+            if k > 0:
+                summary["paired_vs_M0"] = paired_vs_m0(run_dir, kind, items, config)
+            write_jsonl_atomic(items_path(target), items)
             write_json_atomic(target, summary)
         results[kind] = headline(kind, read_json(target))
     return results
+
+
+def items_path(result: Path) -> Path:
+    return result.with_name(result.stem + "_items.jsonl")
+
+
+def paired_vs_m0(run_dir: Path, kind: str, items: list[dict], config: RunConfig) -> dict | None:
+    """M_k against M0 on the same items, where M0 was evaluated: the paired difference and its interval (IFEval:
+    also split by the constraint families a verify reward trained on, and those it never saw)."""
+    from ..rewards.constraints import parse_families
+    from .paired import paired_ifeval, paired_judge
+
+    baseline = items_path(result_path(run_dir, kind, 0))
+    if kind == "h2h" or not baseline.exists():
+        return None
+    m0 = read_jsonl(baseline)
+    if kind == "judge":
+        return paired_judge(items, m0)
+    return paired_ifeval(items, m0, trained_families=parse_families(config.reward.verify_families))
 
 
 def headline(kind: str, summary: dict) -> dict:
@@ -63,7 +84,11 @@ def headline(kind: str, summary: dict) -> dict:
     keys = {"judge": ("n", "accuracy", "ci_low", "ci_high", "parse_rate", "ties"),
             "ifeval": ("n", "prompt_strict", "prompt_loose", "inst_strict", "inst_loose"),
             "h2h": ("n", "wins", "ties", "losses", "win_rate", "ci_low", "ci_high", "mean_chars_a", "mean_chars_b")}
-    return {key: summary.get(key) for key in keys[kind]}
+    found = {key: summary.get(key) for key in keys[kind]}
+    paired = summary.get("paired_vs_M0")
+    if paired:
+        found["paired_vs_M0"] = paired.get("all", paired)
+    return found
 
 
 def _run(kind: str, path: Path, run_dir: Path, config: RunConfig, k: int, progress) -> dict:

@@ -11,10 +11,11 @@ decides between two answers (h2h); formats without one compare their scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from . import pairwise, rubric
+from ..engines.base import LogprobsUnavailable
+from . import pairwise, rubric, yesno
 from .scores import mean_score
 
 
@@ -26,6 +27,7 @@ class JudgeFormat:
     score: Callable | None = None
     score_group: Callable | None = None
     compare: Callable | None = None
+    score_batch: Callable | None = None  # several (instruction, response) in one call (an engine's batched pass)
 
     @property
     def pointwise(self) -> bool:
@@ -36,13 +38,16 @@ JUDGE_FORMATS: dict[str, JudgeFormat] = {
     "expected": JudgeFormat(
         "expected", "no justification, one forward pass per response reading the expected digit after a forced "
         "'Score: ' (deterministic, J ignored; the format that ranked labelled pairs best here, see the README)",
-        writes_text=False, score=rubric.expected_verdicts),
+        writes_text=False, score=rubric.expected_verdicts, score_batch=rubric.expected_verdicts_many),
     "forced": JudgeFormat(
         "forced", "J sampled justifications, each scored from its own 'Score: X' or else from the digit "
         "distribution after a forced 'Score: '", writes_text=True, score=rubric.forced_verdicts),
     "sampled": JudgeFormat(
         "sampled", "the paper's free-text verdict only (a small raw model rarely writes a score, so few pairs)",
         writes_text=True, score=rubric.sampled_verdicts),
+    "yesno": JudgeFormat(
+        "yesno", "each of the rubric's five points asked as a yes/no question, score = the sum of P(yes) (five "
+        "forward passes per response, J ignored)", writes_text=False, score=yesno.yesno_verdicts),
     "pairwise": JudgeFormat(
         "pairwise", "every two candidates of a prompt compared in both orders, score = 5 x mean P(better) "
         "(J ignored)", writes_text=False, score_group=pairwise.round_robin_verdicts,
@@ -51,6 +56,24 @@ JUDGE_FORMATS: dict[str, JudgeFormat] = {
 JUDGE_MODES = tuple(JUDGE_FORMATS)
 POINTWISE_MODES = tuple(name for name, f in JUDGE_FORMATS.items() if f.pointwise)
 WRITTEN_MODES = tuple(name for name, f in JUDGE_FORMATS.items() if f.writes_text)
+
+
+LOGPROBS_FALLBACK = "sampled"  # the format that needs no log-probs: where an engine gives none, judging uses it
+
+
+def with_logprobs_fallback(judge: Callable, config, say: Callable[[str], None] | None = None):
+    """`judge(config)`; where the engine gives no log-probabilities (a server whose API returns none) the format
+    that reads them cannot run: say so, and `judge` again with the sampled judge (the paper's free-text verdicts)."""
+    try:
+        return judge(config)
+    except LogprobsUnavailable as missing:
+        if config.mode == LOGPROBS_FALLBACK:
+            raise
+        if say:
+            say(f"judge: {missing}; the {config.mode} judge reads log-probabilities, so falling back to the "
+                f"{LOGPROBS_FALLBACK} judge ({config.judge_samples} free-text verdicts of up to {config.max_tokens} "
+                "tokens per response; a small model rarely writes a score)")
+        return judge(replace(config, mode=LOGPROBS_FALLBACK))
 
 
 def judge_format(mode: str) -> JudgeFormat:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ..engines.base import Engine
-from ..templates import load_template
+from .rubric import render_untrusted
 from .scores import SCORE_MAX
 
 # The judge's answer is forced to start with this; the next token is " A" or " B" (one token each in SmolLM2's
@@ -20,7 +20,7 @@ LETTERS = (" A", " B")
 
 
 def pairwise_prompt(engine: Engine, instruction: str, first: str, second: str) -> str:
-    text = load_template("judge_pairwise").render(instruction=instruction, response_a=first, response_b=second)
+    text = render_untrusted(engine, "judge_pairwise", instruction=instruction, response_a=first, response_b=second)
     return engine.chat_prompt(text) + PAIRWISE_PREFIX
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from ..engines.base import Engine, complete_n
+from ..models.untrusted import control_tokens_of, neutralize, template_tags
 from ..templates import load_template
-from .scores import SCORE_MAX, SCORE_MIN, expected_score, parse_score
+from .scores import SCORE_MAX, SCORE_MIN, expected_score, parse_score, strip_verdicts
 
 FORCED_PREFIX = "\nScore: "
 SCORE_TOKENS = [str(d) for d in range(SCORE_MIN, SCORE_MAX + 1)]
@@ -22,12 +23,26 @@ SCORE_TOKENS = [str(d) for d in range(SCORE_MIN, SCORE_MAX + 1)]
 
 def judge_prompt(engine: Engine, instruction: str, response: str) -> str:
     """The rubric comes first in the template, so its KV cache is shared by every judged response."""
-    return engine.chat_prompt(load_template("judge").render(instruction=instruction, response=response))
+    return engine.chat_prompt(render_untrusted(engine, "judge", instruction=instruction, response=response))
+
+
+def render_untrusted(engine: Engine, template: str, **fields: str) -> str:
+    """A judge template with generated text in its fields, as data: a verdict written in that text is removed
+    (`scores.strip_verdicts`), the template's own tags (<response>...) and any control token in it neutralised, so
+    the text can neither score itself nor close its block or the judge's turn (see `models.untrusted`). Ordinary
+    text is placed unchanged."""
+    source = load_template(template)
+    guard = template_tags(source.text) + control_tokens_of(engine)
+    return source.render(**{name: neutralize(strip_verdicts(text), guard) for name, text in fields.items()})
 
 
 def digit_verdict(engine: Engine, prompt: str, min_mass: float) -> dict:
     """The expected score over the digits 0-5 as the next token after `prompt` (which ends with `Score: `)."""
-    logprobs = engine.next_token_logprobs(prompt, SCORE_TOKENS)
+    return digits_to_verdict(engine.next_token_logprobs(prompt, SCORE_TOKENS), min_mass)
+
+
+def digits_to_verdict(logprobs: dict[str, float], min_mass: float) -> dict:
+    """A verdict from the log-probabilities of the score digits (pure)."""
     digit_logprobs = {int(token): lp for token, lp in logprobs.items()}
     score = expected_score(digit_logprobs, min_mass)
     return {"score": None if score is None else round(score, 4),
@@ -43,6 +58,15 @@ def expected_verdict(engine: Engine, prompt: str, min_mass: float) -> dict:
 def expected_verdicts(engine: Engine, instruction: str, response: str, config, seeds: list[int]) -> list[dict]:
     """Format `expected` (J and the seeds are not used: the verdict is deterministic)."""
     return [expected_verdict(engine, judge_prompt(engine, instruction, response), config.min_digit_mass)]
+
+
+def expected_verdicts_many(engine: Engine, items: list[tuple[str, str]], config) -> list[list[dict]]:
+    """Format `expected` on several (instruction, response) at once: one batched forward pass of their judge
+    prompts where the engine offers one (`next_token_logprobs_many`, the MLX engine), else one after another."""
+    prompts = [judge_prompt(engine, i, r) + FORCED_PREFIX.lstrip("\n") for i, r in items]
+    many = getattr(engine, "next_token_logprobs_many", None)
+    rows = many(prompts, SCORE_TOKENS) if many else [engine.next_token_logprobs(p, SCORE_TOKENS) for p in prompts]
+    return [[{"text": "", "seed": None, **digits_to_verdict(row, config.min_digit_mass)}] for row in rows]
 
 
 def written_verdicts(engine: Engine, prompt: str, config, seeds: list[int], *, forced: bool) -> list[dict]:

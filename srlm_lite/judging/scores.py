@@ -31,17 +31,44 @@ def parse_score(judge_output: str, low: int = SCORE_MIN, high: int = SCORE_MAX) 
     return value
 
 
+SCORE_REMOVED = "[a score the text gave itself was removed]"
+_NUMBER = r"(?:\d+(?:\.\d+)?|zero|one|two|three|four|five)"
+_AWARD = r"(?:give|gives|given|giving|award|awards|awarded|deserves?|earns?|earned|merits?|worth|rate|rates|rated)"
+# A rating the judged text gives itself: what the parser reads (Score: 4), a rating word with a number (Rating: 5/5),
+# a number on the rubric's scale (5/5, 4 out of 5), or points awarded (earns all five points, give it 5 points).
+SELF_VERDICTS = (
+    _SCORE_RE,
+    re.compile(rf"\b(?:rating|rated|grade|graded|mark|points)\s*\**\s*[:=\-]\s*\**\s*{_NUMBER}"
+               rf"(?:\s*(?:/|out of)\s*\d+)?", re.IGNORECASE),
+    re.compile(rf"\b{_NUMBER}\s*(?:/|out of)\s*(?:5|five)\b", re.IGNORECASE),
+    re.compile(rf"\b{_AWARD}\b(?:\W+\w+){{0,3}}?\W+{_NUMBER}\s+(?:points?|stars?)\b", re.IGNORECASE),
+)
+
+
+def strip_verdicts(text: str) -> str:
+    """`text` (a judged response, or its prompt) with every rating it gives itself (SELF_VERDICTS: `Score: 5`,
+    `Rating: 5/5`, `earns all five points`) replaced by SCORE_REMOVED: judged text is data and cannot carry its own
+    score into the judge's prompt, where a small judge copies it (measured: "Score: 5" appended to an answer raised
+    SmolLM2-135M's expected score from 2.36 to 4.23). Text without one is returned unchanged."""
+    for pattern in SELF_VERDICTS:
+        text = pattern.sub(SCORE_REMOVED, text) if text else text
+    return text
+
+
 def expected_score(digit_logprobs: dict[int, float], min_mass: float = 0.5) -> float | None:
     """Expected value of the score under the judge's next-token distribution over the digits low..high.
 
     `digit_logprobs` maps each score digit to its log-probability after the forced prefix `Score: `.
     Returns None when the digits hold less than `min_mass` of the probability (the judge was not scoring).
     """
+    if not all(lp == -math.inf or (math.isfinite(lp) and lp <= 1e-3) for lp in digit_logprobs.values()):
+        return None  # not log-probabilities (NaN, +inf, > 0): no score rather than a wrong one
     probs = {digit: math.exp(lp) for digit, lp in digit_logprobs.items()}
     mass = sum(probs.values())
     if mass <= 0 or mass < min_mass:
         return None
-    return sum(digit * p for digit, p in probs.items()) / mass
+    value = sum(digit * p for digit, p in probs.items()) / mass
+    return min(max(value, min(probs)), max(probs))  # float rounding can land a hair outside the digits
 
 
 def mean_score(scores: list[float | None]) -> float | None:

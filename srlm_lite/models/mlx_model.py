@@ -1,72 +1,63 @@
-"""Build an MLX model (mlx-lm's llama Model) from a GGUF's tensors, quantized or dequantized, for training."""
+"""Build an MLX model (mlx-lm's model class of its architecture) from a GGUF's tensors or from a model folder.
+
+A GGUF whose tensors MLX reads natively (F32/F16/BF16/Q4_0/Q4_1/Q8_0) is loaded with `mx.load`, its Q4/Q8 tensors
+already in MLX's quantized layout; any other file (K-quants, Q5_x, IQ types) is dequantized with the `gguf`
+package. The model keeps the GGUF's layout (llama: Q/K rows as llama.cpp permutes them, hence
+`rope_traditional=True`), so a LoRA trained on it is in llama.cpp's layout too.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 from ..mlx_runtime import mx, nn
-from .gguf import GGUFInfo, inspect_gguf, resolve_model_path
+from .architectures import GLOBAL_NAMES, Architecture, architecture
+from .gguf import GGUFInfo, inspect_gguf, read_float_tensors, resolve_model_path
 
-_LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias|scales|biases)$")
 _GLOBAL_RE = re.compile(r"^([a-z_]+)\.(weight|bias|scales|biases)$")
+MLX_BITS = (0, 4, 8)  # re-quantize dequantized weights to MLX's 4 or 8 bits (0: keep them in float)
 
 
-def mlx_name(gguf_name: str) -> str | None:
-    """The mlx-lm parameter name of a GGUF tensor (None for tensors the llama Model does not use)."""
+def mlx_name(gguf_name: str, arch: Architecture | str = "llama") -> str | None:
+    """The mlx-lm parameter name of a GGUF tensor (None for tensors the model class does not use)."""
+    arch = architecture(arch) if isinstance(arch, str) else arch
     if match := _BLOCK_RE.match(gguf_name):
         layer, part, leaf = match.groups()
-        if part in _LAYER_NAMES:
-            return f"model.layers.{layer}.{_LAYER_NAMES[part]}.{leaf}"
+        if part in arch.block_names:
+            return f"model.layers.{layer}.{arch.block_names[part]}.{leaf}"
         return None
     if match := _GLOBAL_RE.match(gguf_name):
         part, leaf = match.groups()
-        if part in _GLOBAL_NAMES:
-            return f"{_GLOBAL_NAMES[part]}.{leaf}"
+        if part in GLOBAL_NAMES:
+            return f"{GLOBAL_NAMES[part]}.{leaf}"
     return None
 
 
-def model_args(info: GGUFInfo, has_attention_bias: bool = False, has_mlp_bias: bool = False):
-    """mlx-lm llama ModelArgs from GGUF metadata (rope_traditional: GGUF permutes Q/K for llama.cpp's rope)."""
-    from mlx_lm.models.llama import ModelArgs
-
-    return ModelArgs(
-        model_type="llama",
-        hidden_size=info.hidden_size,
-        num_hidden_layers=info.n_layers,
-        intermediate_size=info.intermediate_size,
-        num_attention_heads=info.n_heads,
-        num_key_value_heads=info.n_kv_heads,
-        head_dim=info.head_dim,
-        rms_norm_eps=info.rms_norm_eps,
-        vocab_size=info.vocab_size,
-        max_position_embeddings=info.context_length,
-        rope_theta=info.rope_theta,
-        rope_traditional=True,
-        tie_word_embeddings=info.tied_embeddings,
-        attention_bias=has_attention_bias,
-        mlp_bias=has_mlp_bias,
-    )
+def model_class(arch: Architecture):
+    """mlx-lm's (Model, ModelArgs) of an architecture."""
+    module = importlib.import_module(arch.module)
+    return module.Model, module.ModelArgs
 
 
-def _rename(tensors: dict) -> dict:
+def build_model(info: GGUFInfo):
+    """An mlx-lm model of the GGUF's architecture and shapes, random weights."""
+    arch = architecture(info.architecture)
+    model_cls, args_cls = model_class(arch)
+    return model_cls(args_cls.from_dict(arch.args(info.meta)))
+
+
+def _rename(tensors: dict, arch: Architecture) -> dict:
     renamed = {}
     for name, value in tensors.items():
-        target = mlx_name(name)
-        if target is not None:
-            renamed[target] = value
+        target = mlx_name(name, arch)
+        if target is None:
+            continue
+        if arch.norm_shift and "norm" in target and target.endswith(".weight"):
+            value = value - arch.norm_shift
+        renamed[target] = value
     return renamed
 
 
@@ -99,25 +90,56 @@ def _dequantize(weights: dict, quant: dict[str, dict]) -> dict:
     return out
 
 
-def load_mlx_model(path: str | Path | None = None, dequantize: bool = True) -> nn.Module:
-    """Build a frozen mlx-lm llama Model from a GGUF; dequantize=True gives float32 layers (fastest on CPU BLAS)."""
-    from mlx_lm.models.llama import Model
-
-    info = inspect_gguf(resolve_model_path(path))
+def _native_weights(info: GGUFInfo, model: nn.Module, arch: Architecture, dequantize: bool) -> dict:
+    """The weights of a GGUF mx.load reads; quantized layers stay quantized unless `dequantize`."""
     tensors, _ = mx.load(str(info.path), return_metadata=True)
-    weights = _rename(tensors)
-    model = Model(model_args(
-        info,
-        has_attention_bias="model.layers.0.self_attn.q_proj.bias" in weights,
-        has_mlp_bias="model.layers.0.mlp.gate_proj.bias" in weights,
-    ))
+    weights = _to_float32(_rename(tensors, arch))
     quant = _quant_params(weights, model)
-    weights = _to_float32(weights)
     if dequantize:
-        weights = _dequantize(weights, quant)
+        return _dequantize(weights, quant)
+    nn.quantize(model, class_predicate=lambda p, m: quant.get(p, False))
+    return weights
+
+
+def requantize(model: nn.Module, bits: int, group_size: int = 32) -> None:
+    """MLX's own quantization of every linear layer (and the embedding) whose input width the group divides."""
+    if bits not in MLX_BITS[1:]:
+        raise ValueError(f"MLX quantization bits must be one of {MLX_BITS[1:]}, got {bits}")
+
+    def eligible(_, module) -> bool:
+        return hasattr(module, "to_quantized") and module.weight.shape[-1] % group_size == 0
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=eligible)
+
+
+def load_mlx_model(path: str | Path | None = None, dequantize: bool = True, bits: int = 0) -> nn.Module:
+    """A frozen mlx-lm model from a GGUF (default: the embedded model). dequantize=True gives float32 layers (the
+    fastest on a CPU's BLAS); `bits` 4 or 8 re-quantizes a dequantized model with MLX's own quantization."""
+    info = inspect_gguf(resolve_model_path(path))
+    arch = architecture(info.architecture)
+    model = build_model(info)
+    if info.mlx_native:
+        weights = _native_weights(info, model, arch, dequantize or bits > 0)
     else:
-        nn.quantize(model, class_predicate=lambda p, m: quant.get(p, False))
+        weights = {k: mx.array(v) for k, v in _rename(read_float_tensors(info.path), arch).items()}
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
     model.load_weights(list(weights.items()), strict=True)
+    if bits:
+        requantize(model, bits)
+    mx.eval(model.parameters())
+    model.freeze()
+    model.eval()
+    return model
+
+
+def load_mlx_folder(path: str | Path, dequantize: bool = True) -> nn.Module:
+    """A frozen mlx-lm model from a model folder (config.json + safetensors), float32 unless quantized."""
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(Path(path))
+    if dequantize and not any(hasattr(m, "scales") for _, m in model.named_modules()):
+        model.set_dtype(mx.float32)
     mx.eval(model.parameters())
     model.freeze()
     model.eval()
@@ -126,8 +148,10 @@ def load_mlx_model(path: str | Path | None = None, dequantize: bool = True) -> n
 
 def greedy_generate(model: nn.Module, prompt_tokens: list[int], max_tokens: int = 32,
                     stop_ids: tuple[int, ...] = ()) -> list[int]:
-    """Greedy decoding with a KV cache (a check helper; sampling at scale is llama.cpp's job)."""
-    cache = model.make_cache()
+    """Greedy decoding with a KV cache (a check helper)."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
     logits = model(mx.array([prompt_tokens]), cache=cache)
     out: list[int] = []
     for _ in range(max_tokens):

@@ -68,6 +68,7 @@ def body_sections(doc: Doc, its: list[Iteration], rows: list[dict], out: Path) -
     plots += dpo_section(doc, its, rows, out)
     plots += lengths_section(doc, its, rows, out)
     plots += judge_section(doc, judged or its, rows, out)
+    reward_section(doc, rows)
     time_section(doc, rows)
     return plots
 
@@ -121,13 +122,33 @@ def dpo_section(doc: Doc, its: list[Iteration], rows: list[dict], out: Path) -> 
               "margin. Thick lines are moving averages. A step's values are measured before its update, so "
               "in the first epoch they are on pairs the model has not trained on yet (a held-out view); the "
               "stars are the end values on all the training pairs after training (how well it fits them).")
-    doc.table(["iteration", "steps", "loss start", "loss end", "reward acc. start", "reward acc. end",
-               "margin end"],
-              [[r["iteration"], r["train_steps"], fmt(r["dpo_loss_start"]), fmt(r["dpo_loss_end"]),
-                fmt(r["reward_accuracy_start"], ".2"), fmt(r["reward_accuracy_end"], ".2"),
-                fmt(r["margin_end"], ".2")]
+    doc.table(["iteration", "steps", "loss at step 1", "loss on unseen batches", "held-out loss / acc.",
+               "fit loss / acc. (trained pairs)", "margin end"],
+              [[r["iteration"], r["train_steps"], fmt(r["dpo_loss_start"]), fmt(r["online_loss"]),
+                f"{fmt(r['eval_loss'])} / {fmt(r['eval_accuracy'], '.2')} (n={r['pairs_held_out'] or 0})",
+                f"{fmt(r['dpo_loss_end'])} / {fmt(r['reward_accuracy_end'], '.2')}", fmt(r["margin_end"], ".2")]
                for r in rows])
+    doc.p("Read the honest columns: 'unseen batches' averages the first epoch's steps, each measured before the model "
+          "trained on that batch; 'held-out' is pairs kept out of training (`[train] holdout`). The fit columns "
+          "measure the very pairs the model trained on, so they always look good.")
     return [plot]
+
+
+def reward_section(doc: Doc, rows: list[dict]) -> None:
+    """The reward source and its signal check on each iteration's own candidates."""
+    if not any(r.get("reward_signal") for r in rows):
+        return
+    doc.h(2, "The reward's signal")
+    doc.table(["iteration", "source", "ties", "mean best-worst gap", "Spearman with length",
+               "constraints met: best / random / worst of N"],
+              [[r["iteration"], r.get("reward_source") or "judge", fmt(s.get("ties")), fmt(s.get("mean_gap")),
+                fmt(s.get("length_spearman"), ".2"),
+                "-" if s.get("best_of_n") is None else
+                f"{fmt(s['best_of_n'], '%')} / {fmt(s['random_of_n'], '%')} / {fmt(s['worst_of_n'], '%')}"]
+               for r in rows for s in [r.get("reward_signal") or {}]])
+    doc.p("A reward that carries signal ranks candidates that meet more of their prompt's verifiable constraints "
+          "higher (best > random > worst; only prompts with constraints count); a Spearman correlation with length "
+          "near 1 means the reward is mostly length.")
 
 
 def lengths_section(doc: Doc, its: list[Iteration], rows: list[dict], out: Path) -> list[Path]:
@@ -184,6 +205,7 @@ def evals_section(doc: Doc, run: Run, out: Path) -> list[Path]:
         plots.append(plot_evals(series, out / "evals.png"))
         doc.image(plots[-1], "evaluation results across iterations",
                   "Every accuracy or rate found in the evaluation files, per model (dashed: 0.5).")
+    paired_section(doc, run.evals)
     kinds: dict[str, list[tuple[str, object]]] = {}
     for name, data in run.evals:
         kinds.setdefault(eval_kind(name), []).append((name, data))
@@ -208,6 +230,25 @@ def evals_section(doc: Doc, run: Run, out: Path) -> list[Path]:
             elif not isinstance(data, dict):
                 doc.p(f"`{name}`: `{json.dumps(data)[:300]}`")
     return plots
+
+
+def paired_section(doc: Doc, evals: list[tuple[str, object]]) -> None:
+    """M_t against M0 on the same items: the paired difference, its 95% bootstrap interval, McNemar's p (IFEval:
+    all prompts, the families `verify` trained on, those it never saw)."""
+    rows = []
+    for name, data in evals:
+        paired = data.get("paired_vs_M0") if isinstance(data, dict) else None
+        for part, r in (paired or {}).items():
+            if isinstance(r, dict) and r.get("n"):
+                model = model_index(flatten(data), name)
+                rows.append([eval_kind(name), f"M{model}" if model is not None else name, part, str(r["n"]),
+                             f"{fmt(r.get('a'))} vs {fmt(r.get('b'))}", fmt(r.get("difference")),
+                             f"[{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]", fmt(r.get("p_value"))])
+    if rows:
+        doc.h(3, "M_t against M0, paired")
+        doc.table(["evaluation", "model", "items", "n", "M_t vs M0", "difference", "95% interval", "McNemar p"], rows)
+        doc.p("The same prompts or pairs for both models; the interval is a paired bootstrap. IFEval's `seen` "
+              "prompts use only the constraint families a `verify` reward may train on, `unseen` none of them.")
 
 
 def _short(text: str, limit: int = 60) -> str:

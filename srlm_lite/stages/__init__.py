@@ -5,12 +5,13 @@ Each stage reads the previous stage's JSONL in the iteration folder and writes i
 
 from __future__ import annotations
 
-from . import instructions, judge, pairs, responses, train
+from . import instructions, judge, pairs, responses, reward, train
 
 STAGES = {
     "instructions": instructions.run,
     "responses": responses.run,
     "judge": judge.run,
+    "reward": reward.run,
     "pairs": pairs.run,
     "train": train.run,
 }
@@ -18,6 +19,7 @@ FILES = {
     "instructions": instructions.FILE,
     "responses": responses.FILE,
     "judge": judge.FILE,
+    "reward": reward.FILE,
     "pairs": pairs.FILE,
     "train": train.LOG_FILE,
 }

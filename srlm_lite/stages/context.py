@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import RunConfig
@@ -10,6 +10,8 @@ from ..engines import EngineOptions, open_engine
 from ..hooks import Hooks
 from ..records import read_jsonl
 from ..runs import ModelSpec, RunPaths, iteration_dir
+
+SERVER_LOG = "server.log"  # --serve-local: the server's own log, in the iteration folder
 
 
 @dataclass
@@ -31,15 +33,21 @@ class IterationContext:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = open_engine(self.model, EngineOptions.from_config(self.config.model))
+            # a server srlm-lite starts itself (--serve-local) logs beside the iteration's records
+            options = replace(EngineOptions.from_config(self.config.model), server_log=str(self.dir / SERVER_LOG))
+            self._engine = open_engine(self.model, options)
         return self._engine
 
     def release_engine(self) -> None:
-        self._engine = None
+        """Let the engine go (a server it started is stopped: training wants the memory)."""
+        engine, self._engine = self._engine, None
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
 
-    def require(self, name: str, stage: str) -> list[dict]:
-        """The records of an earlier stage's finished file; a clear error when that stage has not run."""
+    def require(self, name: str, stage: str, fields: dict[str, type] | None = None) -> list[dict]:
+        """The records of an earlier stage's finished file; a clear error when that stage has not run, or when a
+        line is damaged or lacks one of `fields` (name -> type; RecordError naming the line)."""
         path = self.dir / name
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first")
-        return read_jsonl(path)
+        return read_jsonl(path, fields=fields)

@@ -9,14 +9,19 @@ from pathlib import Path
 
 from ..config import InstructionsConfig
 from ..engines.base import Engine
+from ..errors import InputError
+from ..evals.prompts import read_prompts
 from ..hooks import Progress
+from ..models.untrusted import control_tokens_of, neutralize, template_tags
 from ..records import StageFile, read_jsonl, recorded_stage
 from ..runs import iteration_dir
 from ..seeds import derive_seed
 from ..templates import load_template, seed_prompts
 from .dedup import RougeDeduplicator
+from .fit import TOO_LONG, fits
 
 FILE = "instructions.jsonl"
+FIELDS = {"id": str, "prompt": str, "kept": bool}  # what a record must hold for the next stage
 END_TAG = "</task>"
 # Self-Instruct's blacklist: a text-only model cannot do these.
 BLACKLIST = (
@@ -68,9 +73,21 @@ class Picker:
         return shots
 
 
+def seed_pool(config: InstructionsConfig) -> list[str]:
+    """The seed prompts the few-shot examples are drawn from: `seed_file` (JSONL, one `prompt` or `instruction` a
+    line), else the pool shipped with srlm-lite. A file that is empty, or has a bad line, raises InputError."""
+    if not config.seed_file:
+        return [s["prompt"] for s in seed_prompts()]
+    path = Path(config.seed_file).expanduser()
+    if path.is_file() and not path.read_bytes().strip():
+        raise InputError(f"the seed pool {path} is empty: give at least one prompt, one JSON object a line "
+                         f'({{"prompt": "..."}})')
+    return [item["prompt"].strip() for item in read_prompts(path)]
+
+
 def run(ctx) -> dict:
     """Stage 1 of iteration t: M_t writes new prompts; earlier iterations' kept prompts are few-shot material."""
-    return self_instruct(ctx.engine, ctx.dir, ctx.config.instructions, seeds=[s["prompt"] for s in seed_prompts()],
+    return self_instruct(ctx.engine, ctx.dir, ctx.config.instructions, seeds=seed_pool(ctx.config.instructions),
                          previous=previous_prompts(ctx.paths.root, ctx.t), run_seed=ctx.config.seed, iteration=ctx.t,
                          progress=ctx.hooks.progress)
 
@@ -123,7 +140,11 @@ def self_instruct(
 def _attempt(engine, picker, dedup, generated, config, run_seed, iteration, attempt) -> dict:
     seed = derive_seed(run_seed, iteration, "instructions", attempt)
     rng = random.Random(seed)
-    prompt = few_shot_prompt(picker.examples(generated, rng))
+    guard = template_tags(load_template("self_instruct").text) + control_tokens_of(engine)
+    prompt = few_shot_prompt([neutralize(shot, guard) for shot in picker.examples(generated, rng)])
+    if not fits(engine, prompt, 1):  # seed prompts too long for the context: counted as a dropped attempt
+        return {"id": f"it{iteration}-a{attempt:04d}", "attempt": attempt, "prompt": "", "kept": False,
+                "reason": TOO_LONG, "rouge_l_max": 0.0, "seed": seed}
     completion = engine.complete(
         prompt,
         max_tokens=config.max_tokens,
@@ -162,5 +183,6 @@ def summarize(records: list[dict], seconds: float) -> dict:
         "generated": len(records),
         "kept": sum(r["kept"] for r in records),
         "dropped": reasons,
+        TOO_LONG: reasons.get(TOO_LONG, 0),
         "seconds": round(seconds, 2),
     }

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from ..config import PairsConfig
 from ..records import read_jsonl, write_jsonl_atomic
+from .judge import FIELDS as JUDGMENT_FIELDS
 from .judge import FILE as JUDGMENTS_FILE
+from .reward import FIELDS as REWARD_FIELDS
+from .reward import FILE as REWARDS_FILE
+from .responses import FIELDS as RESPONSE_FIELDS
 from .responses import FILE as RESPONSES_FILE
 
 
@@ -56,6 +60,7 @@ def select_pair(candidates: list[Candidate], min_gap: float = 0.0,
 
 
 FILE = "pairs.jsonl"
+FIELDS = {"id": str, "prompt": str, "chosen": str, "rejected": str}
 
 
 def run(ctx) -> dict:
@@ -67,7 +72,10 @@ def run(ctx) -> dict:
 def make_pairs(it_dir: Path, config: PairsConfig) -> tuple[list[dict], dict]:
     """pairs.jsonl of an iteration folder from its responses.jsonl and judgments.jsonl (written atomically)."""
     tolerance = config.tie_tolerance if config.length_tie_break else None
-    records, outcomes = build_pairs(read_jsonl(it_dir / RESPONSES_FILE), read_jsonl(it_dir / JUDGMENTS_FILE),
+    rewards = it_dir / REWARDS_FILE  # the reward stage's scores (older runs: the judge's)
+    scored = (read_jsonl(rewards, fields=REWARD_FIELDS) if rewards.exists()
+              else read_jsonl(it_dir / JUDGMENTS_FILE, fields=JUDGMENT_FIELDS))
+    records, outcomes = build_pairs(read_jsonl(it_dir / RESPONSES_FILE, fields=RESPONSE_FIELDS), scored,
                                     config.min_score_gap, tolerance)
     write_jsonl_atomic(it_dir / FILE, records)
     return records, outcomes
@@ -80,6 +88,7 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
     With `length_tolerance`, the length-aware tie-break applies; `tie_break_changed` marks the pairs it changed.
     """
     scores = {j["id"]: j["score"] for j in judgments}
+    weights = {j["prompt_id"]: j["consistency"] for j in judgments if "consistency" in j}
     by_prompt: dict[str, list[dict]] = {}
     for r in responses:
         by_prompt.setdefault(r["prompt_id"], []).append(r)
@@ -104,6 +113,7 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
             "chosen_finished": finished[pair.chosen.id],
             "rejected_finished": finished[pair.rejected.id],
             "tie_break_changed": plain != pair,
+            **({"label_smoothing": round(1 - weights[prompt_id], 4)} if prompt_id in weights else {}),
         })
     return records, outcomes
 

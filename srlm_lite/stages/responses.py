@@ -8,15 +8,20 @@ from ..config import ResponsesConfig
 from ..engines.base import SEQUENCES_PER_BATCH, Engine, complete_many
 from ..hooks import Progress
 from ..records import StageFile, recorded_stage
+from ..rewards.verify import constrained, uses_verify
 from ..seeds import derive_seed
 from . import instructions
+from .fit import TOO_LONG, fits
 
 FILE = "responses.jsonl"
+FIELDS = {"id": str, "prompt_id": str, "prompt": str, "response": str, "finish_reason": str}
 
 
 def run(ctx) -> dict:
     """Stage 2 of iteration t: N candidates from M_t for every prompt kept by stage 1."""
-    prompts = instructions.kept_prompts(ctx.require(instructions.FILE, "instructions"))
+    prompts = instructions.kept_prompts(ctx.require(instructions.FILE, "instructions", instructions.FIELDS))
+    if uses_verify(ctx.config):  # verifiable constraints appended to a share of the prompts (constraints.jsonl)
+        prompts = constrained(ctx.dir, prompts, ctx.config, ctx.config.seed, ctx.t)
     return sample_candidates(ctx.engine, prompts, ctx.dir, ctx.config.responses, run_seed=ctx.config.seed,
                              iteration=ctx.t, progress=ctx.hooks.progress)
 
@@ -37,10 +42,12 @@ def sample_candidates(
     SEQUENCES_PER_BATCH sequences on the real engine) and appended together, so a resumed run redoes at most one
     such group of prompts."""
     order = [f"{item['id']}-r{k}" for item in prompts for k in range(config.samples)]
+    too_long = {item["id"] for item in prompts  # skipped: no room in the context for even one token per sample
+                if not fits(engine, engine.chat_prompt(item["prompt"]), config.samples)}
 
     def produce(stage: StageFile, done: dict) -> list[str]:
         todo = [(p_index, item, [k for k in range(config.samples) if f"{item['id']}-r{k}" not in done])
-                for p_index, item in enumerate(prompts)]
+                for p_index, item in enumerate(prompts) if item["id"] not in too_long]
         todo = [entry for entry in todo if entry[2]]
         per_batch = max(1, SEQUENCES_PER_BATCH // config.samples)
         for start in range(0, len(todo), per_batch):
@@ -58,7 +65,7 @@ def sample_candidates(
                 progress("responses", len(order) - left, len(order))
         return order
 
-    return recorded_stage(out_dir / FILE, produce, summarize)
+    return {**recorded_stage(out_dir / FILE, produce, summarize), TOO_LONG: len(too_long)}
 
 
 def _record(item: dict, k: int, seed: int, out) -> dict:

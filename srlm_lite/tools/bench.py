@@ -21,7 +21,7 @@ from ..records import read_json
 from ..runs import ModelSpec, versions
 from ..seeds import derive_seed
 
-FIGURES = ("sampling", "judging", "training", "blas", "iteration")
+FIGURES = ("sampling", "judging", "training", "blas", "iteration", "servers", "mlx")
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,16 @@ class BenchSize:
     train_pairs: int
     matmul_n: int
     iteration: dict
+    server_prompts: int = 4  # prompts whose candidates the server figures sample (N each, max_tokens)
 
 
 QUICK = BenchSize(prompts=4, samples=4, max_tokens=64, judge_items=2, judge_samples=3, baseline_judge_tokens=256,
                   train_pairs=8, matmul_n=512,
                   iteration={"iterations": 1, "instructions": {"num_prompts": 4},
-                             "responses": {"samples": 4, "max_tokens": 48}, "judge": {"judge_samples": 2}})
+                             "responses": {"samples": 4, "max_tokens": 48}, "judge": {"judge_samples": 2}},
+                  server_prompts=2)
 FULL = BenchSize(prompts=16, samples=4, max_tokens=128, judge_items=40, judge_samples=3, baseline_judge_tokens=256,
-                 train_pairs=32, matmul_n=1024, iteration={"iterations": 1})
+                 train_pairs=32, matmul_n=1024, iteration={"iterations": 1}, server_prompts=4)
 
 
 def figure(name: str, unit: str, ours: float | None, baseline: float | None, *, higher_is_better: bool,
@@ -110,6 +112,17 @@ def run_bench(size: BenchSize, *, model: Path | None = None, pairs_file: Path | 
         measured([bench_blas(size)])
     if "iteration" in wanted:
         measured([bench_iteration(model, size, say)])
+    if "servers" in wanted:
+        from .bench_servers import bench_servers
+
+        measured(bench_servers(model, prompts[:size.server_prompts], size.samples, size.max_tokens, say, figure))
+    if "mlx" in wanted:
+        from .bench_mlx import bench_mlx
+
+        items = (judge_items_from_pairs(labelled[: size.judge_items]) if labelled else
+                 [{"instruction": p, "response": outs[0]} for p, outs in sampled] or
+                 [{"instruction": p, "response": "I do not know."} for p in prompts])
+        measured(bench_mlx(model, prompts[:size.server_prompts], size.samples, size.max_tokens, items, say, figure))
     return {"figures": figures, "machine": machine(), "model": str(model),
             "pairs_file": str(pairs_file) if pairs_file else None}
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..blas import ensure_fast_blas
+from ..engines import BACKENDS, default_backend, why_backend
 from ..runs import ADAPTER_DIR, base_model, completed_iterations, iteration_dir, run_config
 
 PARITY_LIMIT = 0.1  # mean |Δ log p| per token; above it something is wrong (rope layout, template, tokens)
@@ -26,6 +27,7 @@ def environment() -> dict:
                 "matmul_gflops_without_blas": _gflops_without_blas()},
         "llama_cpp": _llama_cpp_info(),
         "model": _model_info(),
+        "backend": {"default": default_backend(), "why": why_backend(), "available": list(BACKENDS)},
     }
     return report
 

@@ -12,9 +12,9 @@ from ..hooks import Progress
 from ..mlx_runtime import mx
 from ..models.tokenizer import ChatTokenizer
 from ..records import StageFile, write_json_atomic
-from ..runs import ADAPTER_DIR, GGUF_ADAPTER
+from ..runs import ADAPTER_DIR
 from ..seeds import derive_seed
-from . import LOG_FILE, REFERENCE_FILE, SUMMARY_FILE
+from . import CHECKPOINT_FILE, HELDOUT_REFERENCE_FILE, LOG_FILE, REFERENCE_FILE, SUMMARY_FILE
 from .logps import sequence_logps
 from .loop import train_lora
 from .losses import dpo_loss
@@ -28,6 +28,7 @@ class TokenizedPair:
     rejected: list[int]
     chosen_prompt_len: int
     rejected_prompt_len: int
+    label_smoothing: float | None = None  # 1 - C, CREAM's consistency weight (--consistency); None: plain DPO
 
     @property
     def length(self) -> int:
@@ -59,7 +60,8 @@ def tokenize_pairs(pairs: list[dict], tokenizer: ChatTokenizer, max_length: int)
         if max(c_len, r_len) > max_length - 8:
             skipped += 1
             continue
-        out.append(TokenizedPair(pair["id"], chosen[:max_length], rejected[:max_length], c_len, r_len))
+        out.append(TokenizedPair(pair["id"], chosen[:max_length], rejected[:max_length], c_len, r_len,
+                                 pair.get("label_smoothing")))
     return out, skipped
 
 
@@ -84,10 +86,18 @@ def batch_logps(model, batch: list[TokenizedPair], pad_id: int) -> tuple[mx.arra
     return logps[: len(batch)], logps[len(batch) :]
 
 
+def holdout_split(pairs: list, share: float, seed: int) -> tuple[list, list]:
+    """(trained, held out): `share` of the pairs (none below 5 pairs) chosen by a seeded hash of their ids, each
+    list in the original order (TRL's eval split: the held-out pairs measure what training generalises)."""
+    k = int(round(share * len(pairs))) if len(pairs) >= 5 else 0
+    held = {p.id for p in sorted(pairs, key=lambda p: derive_seed(seed, p.id))[:k]}
+    return [p for p in pairs if p.id not in held], [p for p in pairs if p.id in held]
+
+
 def reference_logps(model, pairs: list[TokenizedPair], out_dir: Path, batch_size: int, pad_id: int,
-                    progress=None) -> dict[str, tuple[float, float]]:
+                    progress=None, file: str = REFERENCE_FILE) -> dict[str, tuple[float, float]]:
     """log pi_ref(chosen), log pi_ref(rejected) per pair, computed once with M_t and stored beside the pairs."""
-    stage = StageFile(out_dir / REFERENCE_FILE)
+    stage = StageFile(out_dir / file)
     done = stage.resume()
     todo = [p for p in pairs if p.id not in done]
     for index, batch in enumerate(make_batches(todo, batch_size)):
@@ -136,8 +146,11 @@ def _batch_loss(model, batch, reference, pad_id, objective: Objective):
         chosen, ref_c = chosen / n_c, ref_c / n_c
         rejected, ref_r = rejected / n_r, ref_r / n_r
         n_c = mx.ones_like(n_c)  # the RPO term is then already per token
+    smoothing = None
+    if any(p.label_smoothing is not None for p in batch):
+        smoothing = mx.array([p.label_smoothing or 0.0 for p in batch])
     return dpo_loss(chosen, rejected, ref_c, ref_r, objective.beta, loss_type=objective.loss_type,
-                    chosen_lengths=n_c, rpo_alpha=objective.rpo_alpha)
+                    chosen_lengths=n_c, rpo_alpha=objective.rpo_alpha, label_smoothing=smoothing)
 
 
 def dpo_epochs(pairs: list[TokenizedPair], batch_size: int, epochs: int, seed: int) -> list[list]:
@@ -159,55 +172,61 @@ def train_dpo(model, pairs: list[TokenizedPair], reference: dict, config: TrainC
                       lambda m, batch: _batch_loss(m, batch, reference, pad_id, objective),
                       learning_rate=config.learning_rate, log_path=out_dir / LOG_FILE,
                       describe=lambda batch: {"tokens": sum(len(p.chosen) + len(p.rejected) for p in batch)},
-                      stage="train", progress=progress)
+                      stage="train", progress=progress, checkpoint=out_dir / CHECKPOINT_FILE,
+                      checkpoint_every=config.checkpoint_every, fingerprint=repr(config))
 
 
 def train_iteration(pairs: list[dict], out_dir: Path, config: TrainConfig, *, base_model: Path,
-                    init_adapter: Path | None, run_seed: int, iteration: int, progress: Progress | None = None) -> dict:
+                    init_adapter: Path | None, run_seed: int, iteration: int, progress: Progress | None = None,
+                    chat_template: str | None = None) -> dict:
     """Stage 5 end to end: policy = M_t (base + previous adapter), reference log-probs, DPO, save, export GGUF."""
-    from ..models.mlx_model import load_mlx_model
-    from .lora import attach_lora, export_gguf_lora, load_adapter, save_adapter
+    from .policy import open_policy, save_policy
 
     started = time.perf_counter()
     adapter_dir = out_dir / ADAPTER_DIR
-    tokenizer = ChatTokenizer.from_gguf(base_model)
+    model, tokenizer, lora_config = open_policy(base_model, init_adapter, config, chat_template=chat_template,
+                                                seed=derive_seed(run_seed, iteration, "lora"))
     tokenized, skipped = tokenize_pairs(pairs, tokenizer, config.max_length)
     if not tokenized:
         raise RuntimeError("no preference pairs to train on: the judge gave every candidate of every prompt the "
                            "same score, or none could be scored (see judgments.jsonl)")
-    mx.random.seed(derive_seed(run_seed, iteration, "lora"))
-    model = load_mlx_model(base_model, dequantize=config.dequantize)
-    if init_adapter:
-        lora_config = load_adapter(model, init_adapter)
-    else:
-        lora_config = attach_lora(model, rank=config.lora_rank, scale=config.lora_scale,
-                                  num_layers=config.lora_layers)
     pad_id = tokenizer.eos_token_id
+    trained, held = holdout_split(tokenized, config.holdout, derive_seed(run_seed, iteration, "holdout"))
     # the training batches exactly: at step 1 the policy's log-probs then equal the reference's bit for bit (rewards
     # 0, accuracy 0), where other batch shapes would leave BLAS rounding noise that reads as reward accuracy
-    reference = reference_logps(model, tokenized, out_dir, config.batch_size, pad_id, progress)
-    records = train_dpo(model, tokenized, reference, config, out_dir, pad_id=pad_id,
+    reference = reference_logps(model, trained, out_dir, config.batch_size, pad_id, progress)
+    held_reference = (reference_logps(model, held, out_dir, config.batch_size, pad_id, file=HELDOUT_REFERENCE_FILE)
+                      if held else {})
+    records = train_dpo(model, trained, reference, config, out_dir, pad_id=pad_id,
                         seed=derive_seed(run_seed, iteration, "train"), progress=progress)
-    end = evaluate(model, tokenized, reference, config.batch_size * 2, pad_id, Objective.from_config(config))
-    save_adapter(model, adapter_dir, lora_config)
-    export_gguf_lora(adapter_dir, adapter_dir / GGUF_ADAPTER)
-    seconds = time.perf_counter() - started
-    train_seconds = sum(r["seconds"] for r in records)
-    summary = {
-        "loss_type": config.loss,
-        "length_normalize": config.length_normalize,
-        "pairs_trained": len(tokenized),
-        "pairs_skipped": skipped,
-        "steps": len(records),
-        "loss_start": records[0]["loss"],
-        "accuracy_start": records[0]["rewards/accuracies"],
-        "loss_end": end["loss"],
-        "accuracy_end": end["rewards/accuracies"],
-        "margin_end": end["rewards/margins"],
-        "end_metrics": end,
-        "tokens_per_second": round(sum(r["tokens"] for r in records) / train_seconds, 1) if train_seconds else None,
-        "adapter": str(adapter_dir),
-        "seconds": round(seconds, 2),
-    }
+    objective = Objective.from_config(config)
+    end = evaluate(model, trained, reference, config.batch_size * 2, pad_id, objective)
+    held_end = evaluate(model, held, held_reference, config.batch_size * 2, pad_id, objective) if held else None
+    save_policy(model, adapter_dir, lora_config, base_model)
+    summary = {"loss_type": config.loss, "length_normalize": config.length_normalize,
+               "pairs_trained": len(trained), "pairs_held_out": len(held), "pairs_skipped": skipped,
+               **honest_metrics(records, end, held_end),
+               "adapter": str(adapter_dir), "seconds": round(time.perf_counter() - started, 2)}
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def honest_metrics(records: list[dict], fit: dict, held_out: dict | None) -> dict:
+    """What training did, each figure named for what it measures: `loss_start`/`accuracy_start` at step 1;
+    `online_loss`/`online_accuracy`, the mean over the first epoch's steps, each measured on a batch before the model
+    trained on it; `loss_end`/`accuracy_end`, the fit on the trained pairs after training; `eval_loss`/
+    `eval_accuracy`, pairs held out of training (None without any)."""
+    first = [r for r in records if r["epoch"] <= 1.0] or records
+    seconds = sum(r["seconds"] for r in records)
+    return {
+        "steps": len(records),
+        "loss_start": records[0]["loss"], "accuracy_start": records[0]["rewards/accuracies"],
+        "online_loss": round(sum(r["loss"] for r in first) / len(first), 6),
+        "online_accuracy": round(sum(r["rewards/accuracies"] for r in first) / len(first), 4),
+        "loss_end": fit["loss"], "accuracy_end": fit["rewards/accuracies"], "margin_end": fit["rewards/margins"],
+        "end_metrics": fit,
+        "eval_loss": held_out["loss"] if held_out else None,
+        "eval_accuracy": held_out["rewards/accuracies"] if held_out else None,
+        "eval_margin": held_out["rewards/margins"] if held_out else None,
+        "tokens_per_second": round(sum(r.get("tokens", 0) for r in records) / seconds, 1) if seconds else None,
+    }

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..mlx_runtime import mx, nn, tree_flatten
+from ..records import atomic_path
+from ..models.architectures import LLAMA_LORA_KEYS, architecture
 
-DEFAULT_KEYS = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
+DEFAULT_KEYS = LLAMA_LORA_KEYS  # the seven linear layers of a llama block
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-# mlx-lm module key -> llama.cpp tensor name inside blk.N
-GGUF_LORA_NAMES = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
 
 
 def attach_lora(model: nn.Module, rank: int = 8, scale: float = 20.0, dropout: float = 0.0,
@@ -56,15 +38,10 @@ def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
 
 
 def _atomic_write(target: Path, write) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """`write(tmp)` to a temporary file beside `target`, then fsync, rename and fsync the folder (a full disk raises
+    DiskFullError and leaves nothing behind; see `records.atomic_path`)."""
+    with atomic_path(target, suffix=target.suffix or ".tmp") as tmp:
+        write(str(tmp))
     return target
 
 
@@ -109,18 +86,18 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> dict:
     return config
 
 
-def _gguf_lora_tensors(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename model.layers.N.<key>.lora_{a,b} to blk.N.<gguf>.weight.lora_{a,b} and transpose to llama.cpp shapes."""
+def _gguf_lora_tensors(weights: dict[str, np.ndarray], arch_name: str = "llama") -> dict[str, np.ndarray]:
+    """Rename model.layers.N.<key>.lora_{a,b} to blk.N.<gguf>.weight.lora_{a,b} (the base architecture's GGUF names)
+    and transpose to llama.cpp's shapes."""
+    arch = architecture(arch_name)
     out = {}
     for name, value in weights.items():
         prefix, leaf = name.rsplit(".", 1)
         parts = prefix.split(".")
         if parts[:2] != ["model", "layers"] or leaf not in ("lora_a", "lora_b"):
             raise ValueError(f"Cannot export adapter tensor {name} to GGUF")
-        key = ".".join(parts[3:])
-        if key not in GGUF_LORA_NAMES:
-            raise ValueError(f"No llama.cpp tensor for LoRA on {key}")
-        out[f"blk.{parts[2]}.{GGUF_LORA_NAMES[key]}.weight.{leaf}"] = np.ascontiguousarray(value.T, dtype=np.float32)
+        part = arch.gguf_lora_name(".".join(parts[3:]))
+        out[f"blk.{parts[2]}.{part}.weight.{leaf}"] = np.ascontiguousarray(value.T, dtype=np.float32)
     return out
 
 
@@ -131,8 +108,8 @@ def export_gguf_lora(adapter_dir: str | Path, out_path: str | Path, base_info=No
     config = read_adapter_config(adapter_dir)
     p = config["lora_parameters"]
     raw = mx.load(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
-    tensors = _gguf_lora_tensors({k: np.array(v.astype(mx.float32)) for k, v in raw.items()})
     arch = getattr(base_info, "architecture", "llama")
+    tensors = _gguf_lora_tensors({k: np.array(v.astype(mx.float32)) for k, v in raw.items()}, arch)
 
     def write(tmp: str) -> None:
         writer = gguf.GGUFWriter(tmp, arch)

@@ -32,14 +32,18 @@ def preference_losses(logits, beta: float, loss_type: str = "sigmoid"):
 
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta=0.1,
-             *, loss_type: str = "sigmoid", chosen_lengths=None, rpo_alpha: float = 1.0):
+             *, loss_type: str = "sigmoid", chosen_lengths=None, rpo_alpha: float = 1.0, label_smoothing=None):
     """Mean loss over the batch and TRL-style metrics (still MLX scalars; call float() to read them).
 
     Rewards are beta * (pi - ref), detached. Accuracy is per pair (chosen reward > rejected reward), averaged:
     never computed from batch means. For "rpo", `chosen_lengths` (response tokens of each chosen answer) is needed.
+    `label_smoothing` (a number or one per pair, sigmoid/rpo losses): see `smoothed_sigmoid_losses`.
     """
     logits = dpo_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    losses = preference_losses(logits, beta, loss_type)
+    if label_smoothing is not None and loss_type in ("sigmoid", "rpo"):
+        losses = smoothed_sigmoid_losses(logits, beta, label_smoothing)
+    else:
+        losses = preference_losses(logits, beta, loss_type)
     chosen_rewards = mx.stop_gradient(beta * (policy_chosen_logps - reference_chosen_logps))
     rejected_rewards = mx.stop_gradient(beta * (policy_rejected_logps - reference_rejected_logps))
     metrics = {
@@ -57,6 +61,14 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         losses = losses + rpo_alpha * nll
         metrics["nll_loss"] = mx.stop_gradient(nll).mean()
     return losses.mean(), metrics
+
+
+def smoothed_sigmoid_losses(logits, beta: float, label_smoothing):
+    """Per-pair DPO with label smoothing eps (the conservative/robust DPO form; CREAM's consistency weight C enters as
+    eps = 1 - C): -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), i.e. C * DPO(y+, y-) + (1 - C) * DPO(y-,
+    y+). eps = 0 is plain DPO; eps = 0.5 makes the pair's order irrelevant."""
+    eps = mx.array(label_smoothing, dtype=mx.float32)
+    return -(1.0 - eps) * log_sigmoid(beta * logits) - eps * log_sigmoid(-beta * logits)
 
 
 def nll_per_token(summed_logps, lengths):

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import SFTConfig, to_dict
+from ..config import SFTConfig, TrainConfig, to_dict
+from ..errors import InputError
 from ..evals.prompts import prompt_text, read_jsonl_records
 from ..hooks import Progress
 from ..mlx_runtime import mx
@@ -45,7 +46,7 @@ def load_examples(path: str | Path, source: str) -> list[dict]:
         prompt = prompt_text(record)
         response = next((record[k] for k in RESPONSE_FIELDS if isinstance(record.get(k), str)), None)
         if prompt is None or not response or not response.strip():
-            raise ValueError(f"{path}:{record['_line']}: need `prompt` (or `instruction`) and `response` "
+            raise InputError(f"{path}:{record['_line']}: need `prompt` (or `instruction`) and `response` "
                              f"(or `output`)")
         examples.append({"id": f"{source}-{record['_line']}", "prompt": prompt, "response": response.strip(),
                          "source": source})
@@ -87,10 +88,9 @@ def batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> 
 
 
 def run(examples: list[dict], out_dir: Path, config: SFTConfig, *, base_model: Path,
-        progress: Progress | None = None) -> dict:
+        progress: Progress | None = None, chat_template: str | None = None) -> dict:
     """Train a LoRA on the examples from the base model; save, export for llama.cpp, log every step."""
-    from ..models.mlx_model import load_mlx_model
-    from .lora import attach_lora, export_gguf_lora, save_adapter
+    from .policy import open_policy, save_policy
 
     out_dir = Path(out_dir)
     adapter_dir = out_dir / ADAPTER_DIR
@@ -98,13 +98,11 @@ def run(examples: list[dict], out_dir: Path, config: SFTConfig, *, base_model: P
         raise FileExistsError(f"{adapter_dir} already holds an adapter; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tokenizer = ChatTokenizer.from_gguf(base_model)
+    model, tokenizer, lora_config = open_policy(base_model, None, _as_train_config(config), chat_template=chat_template,
+                                                seed=derive_seed(config.seed, "sft-lora"))
     tokenized, skipped = tokenize(examples, tokenizer, config.max_length)
     if not tokenized:
         raise ValueError(f"no example fits max_length={config.max_length} tokens")
-    mx.random.seed(derive_seed(config.seed, "sft-lora"))
-    model = load_mlx_model(base_model, dequantize=True)
-    lora_config = attach_lora(model, rank=config.lora_rank, scale=config.lora_scale, num_layers=config.lora_layers)
     pad_id = tokenizer.eos_token_id
     loss_start = _mean_loss(model, tokenized, config.batch_size, pad_id)
     records = train_lora(model, [batches(tokenized, config.batch_size, config.seed, e) for e in range(config.epochs)],
@@ -114,8 +112,7 @@ def run(examples: list[dict], out_dir: Path, config: SFTConfig, *, base_model: P
                                                  "tokens": sum(len(e.tokens) for e in batch)},
                          stage="sft", progress=progress)
     loss_end = _mean_loss(model, tokenized, config.batch_size, pad_id)
-    save_adapter(model, adapter_dir, lora_config)
-    export_gguf_lora(adapter_dir, adapter_dir / GGUF_ADAPTER)
+    save_policy(model, adapter_dir, lora_config, base_model)
     train_seconds = sum(r["seconds"] for r in records)
     summary = {"examples": len(tokenized), "skipped_too_long": skipped, "by_source": _count_sources(examples),
                "steps": len(records), "loss_start": round(loss_start, 4), "loss_end": round(loss_end, 4),
@@ -125,6 +122,12 @@ def run(examples: list[dict], out_dir: Path, config: SFTConfig, *, base_model: P
                "seconds": round(time.perf_counter() - started, 1)}
     write_json_atomic(out_dir / "sft_summary.json", summary)
     return summary
+
+
+def _as_train_config(config: SFTConfig) -> TrainConfig:
+    """The LoRA settings of an SFT config, in the form `open_policy` takes (float32 weights)."""
+    return TrainConfig(lora_rank=config.lora_rank, lora_scale=config.lora_scale, lora_layers=config.lora_layers,
+                       dequantize=True)
 
 
 def _count_sources(examples: list[dict]) -> dict[str, int]:

@@ -1,0 +1,86 @@
+"""`srlm-lite experiment NAME`: the method's three claims as experiments a teacher can run, one command each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from srlm_lite.experiments import NAMES
+
+from .options import choice
+from .ui import err, out, print_json_last, progress_hooks
+
+HELP = """Run one of the method's claims as an experiment: arms that start from the same M0 with the same seeds
+(arms that differ only in training share iteration 1's data), every model M_0..M_K measured on data never trained
+on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pairs), and a side-by-side report
+(report.md, report.html, PNGs). Run the same command again to continue a stopped experiment.
+
+\b
+  sft-vs-dpo         arm dpo (the default loop) against arm sft (--objective sft: the chosen answers only)
+  anchor             DPO with beta 0.01, 0.1 and 1.0 against the unanchored sft arm, 5 iterations
+  judge-vs-generate  on IFEval prompts: how often its candidates pass, against how often its own judge picks
+                     a passing candidate over a failing one; the judge's pick of 4 against a random pick
+
+\b
+Wall time (2-core x86_64 CPU, no GPU): --quick is sized for 15 minutes or less, an estimate from stage timings
+measured on a shared machine (docs/experiments.md); the full presets take hours and have not been timed yet.
+"""
+
+
+@click.command(help=HELP)
+@click.argument("name", type=choice(NAMES))
+@click.option("--quick", is_flag=True, help="The demo preset: fewer prompts, iterations and measured items, "
+              "under 15 minutes on a 2-core CPU (the mechanics, not the conclusions: see the README).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Experiment folder. [default: runs/experiments/NAME, or NAME-quick]")
+@click.option("--iterations", type=click.IntRange(min=1), help="Iterations per arm. [default: the preset's]")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False),
+              help="Folder holding ifeval/dev.jsonl, alpaca_eval_prefs/dev.jsonl and mt_bench/question.jsonl. "
+                   "[default: $SRLM_DATA, else ../shared/data]")
+@click.option("--ifeval", type=click.Path(exists=True, dir_okay=False), help="IFEval prompts (JSONL).")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Labelled answer pairs (JSONL).")
+@click.option("--drift-prompts", type=click.Path(exists=True, dir_okay=False),
+              help="Prompts for KL, diversity and length (JSONL; e.g. MT-Bench questions).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
+def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_prompts, as_json):
+    from srlm_lite.experiments import data_files, plan_experiment, run_experiment
+
+    target = Path(out_dir or f"runs/experiments/{name}{'-quick' if quick else ''}")
+    try:
+        data = data_files(data_dir, ifeval=ifeval, pairs=pairs, drift=drift_prompts)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    plan = plan_experiment(name, target, quick=quick, iterations=iterations, data=data)
+    arms = ", ".join(plan.configs)
+    err.print(f"[bold]srlm-lite experiment {name}[/bold] -> {target}  ({'quick' if quick else 'full'} preset, "
+              f"{plan.iterations} iteration(s) per arm; arms: {arms})")
+    err.print(f"[dim]{plan.experiment.claim}[/dim]")
+    with progress_hooks() as hooks:  # a user's error (another experiment in --out, a locked folder): one line
+        result = run_experiment(plan, hooks)
+    err.print(results_table(result["arms"]))
+    err.print(f"experiment folder: {target}   this session {result['seconds'] / 60:.1f} min")
+    out.print(f"report: {result['report']}")
+    if as_json:
+        print_json_last(result)
+
+
+def results_table(arms: dict[str, list[dict]]) -> Table:
+    """One row per arm per model: the headline measures."""
+    table = Table(title="experiment: every model, measured on data never trained on")
+    columns = (("KL to M0", "kl_to_m0", "{:.2f}"), ("IFEval loose", "ifeval_prompt_loose", "{:.1%}"),
+               ("judge acc.", "judge_accuracy", "{:.1%}"), ("tokens", "mean_tokens", "{:.0f}"),
+               ("distinct-2", "distinct_2", "{:.3f}"), ("repetition", "repetition", "{:.3f}"),
+               ("Δlogp chosen", "delta_logp_chosen", "{:+.1f}"), ("Δlogp rejected", "delta_logp_rejected", "{:+.1f}"),
+               ("held-out acc.", "heldout_reward_accuracy", "{:.0%}"),
+               ("gen. pass", "generate_pass", "{:.1%}"), ("judge pick", "best_of_n_pass", "{:.1%}"),
+               ("recognise", "recognise", "{:.1%}"))
+    shown = [c for c in columns if any(r.get(c[1]) is not None for rows in arms.values() for r in rows)]
+    for title in ["arm", "model"] + [c[0] for c in shown]:
+        table.add_column(title, justify="right")
+    for arm, rows in arms.items():
+        for r in rows:
+            table.add_row(arm, f"M{r['iteration']}",
+                          *["-" if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in shown])
+    return table

@@ -1,0 +1,51 @@
+"""Where the reward comes from, as one table: each source turns a prompt's candidates into the scores pairs are
+built from. Adding a source touches this table (and its module).
+
+- judge: the model's own rubric judge (any judging format), the paper's reward;
+- implicit: the DPO implicit reward of the current model against the one before it, beta * (log pi_t - log
+  pi_{t-1}), minus `alpha * tokens` (CREAM, DICE); in the first iteration, the length-normalised log-likelihood under
+  the starting model (or, started with --init, the starting model against the base);
+- verify: the share of the prompt's verifiable constraints a response meets (IFEval's checkers), the judge score as
+  the tie-break; prompts without constraints are ranked by the judge;
+- mix: a weighted sum of the above, each standardised within the prompt's candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .combine import implicit_rule, judge_rule, mix_rule, verify_rule
+from .constraints import FAMILIES, HELD_OUT_FAMILIES, TRAIN_FAMILIES
+
+
+@dataclass(frozen=True)
+class RewardSource:
+    name: str
+    help: str
+    components: tuple[str, ...]  # what must be measured for it: judge, implicit, verify
+    rule: Callable  # (components of a prompt's candidates, tie_break, weights) -> their rewards (pure)
+
+
+REWARD_SOURCES = {
+    "judge": RewardSource("judge", "the model's own rubric judge (the judging format of [judge] mode)", ("judge",),
+                          judge_rule),
+    "implicit": RewardSource("implicit", "the DPO implicit reward beta * (log pi_t - log pi_(t-1)) - alpha * tokens "
+                             "(length-normalised log-likelihood in the first iteration)", ("implicit",), implicit_rule),
+    "verify": RewardSource("verify", "the share of the prompt's verifiable constraints met (IFEval's checks), the "
+                           "judge as the tie-break", ("judge", "verify"), verify_rule),
+    "mix": RewardSource("mix", "a weighted sum of judge, implicit and verify, each standardised within a prompt",
+                        ("judge", "implicit", "verify"), mix_rule),
+}
+SOURCES = tuple(REWARD_SOURCES)
+
+
+def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.01,
+                  weights: dict[str, float] | None = None) -> list[float | None]:
+    """The rewards of one prompt's candidates under `source`: its rule in REWARD_SOURCES (pure)."""
+    if source not in REWARD_SOURCES:
+        raise ValueError(f"unknown reward source {source!r}")
+    return REWARD_SOURCES[source].rule(components, tie_break, weights or {})
+
+__all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
+           "group_rewards"]

@@ -1,0 +1,125 @@
+"""The reward sources measured side by side (the README's "Where the reward comes from"): for each source, a
+default-size three-iteration run from the same M0 and seed, then M0 and M3 on all IFEval dev prompts (split by the
+constraint families `verify` trained on and those it never saw), the judge on the 150 labelled dev pairs, answer
+length per iteration, and the signal check. Every step writes its file and is skipped when rerun.
+
+    python tests/tools/reward_study.py --out /work/runs/rewards            # everything (hours on 2 cores)
+    python tests/tools/reward_study.py --out /work/runs/rewards --only verify,implicit
+    python tests/tools/reward_study.py --out /work/runs/rewards --table    # the results table from what exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(os.environ.get("SRLM_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+IFEVAL, PAIRS = DATA / "ifeval" / "dev.jsonl", DATA / "alpaca_eval_prefs" / "dev.jsonl"
+ARMS = {  # name -> iterate flags
+    "judge": ["--reward", "judge"],
+    "judge+consistency": ["--reward", "judge", "--consistency"],
+    "implicit": ["--reward", "implicit"],
+    "implicit+consistency": ["--reward", "implicit", "--consistency"],
+    "verify": ["--reward", "verify"],
+    "mix": ["--reward", "mix"],
+}
+# the same interpreter and flags (a frozen copy run with `python -S` and PYTHONPATH keeps its children on it too)
+CLI = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "srlm_lite"]
+
+
+def run(args: list[str], out: Path) -> dict:
+    """A srlm-lite command whose --json result is saved to `out` (skipped when `out` exists)."""
+    if not out.exists():
+        done = subprocess.run(CLI + args + ["--json"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(args)}\n{done.stderr[-3000:]}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(done.stdout.strip().splitlines()[-1])
+    return json.loads(out.read_text())
+
+
+def evaluate(root: Path, name: str, model: list[str], judge_mode: str) -> None:
+    run(["eval", "ifeval", "--prompts", str(IFEVAL), *model, "--out", str(root / f"{name}_ifeval_items.jsonl")],
+        root / f"{name}_ifeval.json")
+    run(["eval", "judge", "--pairs", str(PAIRS), "--judge-mode", judge_mode, *model,
+         "--out", str(root / f"{name}_judge_items.jsonl")], root / f"{name}_judge.json")
+
+
+def best_judge_mode(root: Path) -> str:
+    """The pointwise judging format that ranks the labelled dev pairs best with M0 (the judge arms use it)."""
+    accuracy = {}
+    for mode in ("expected", "yesno", "forced"):
+        accuracy[mode] = run(["eval", "judge", "--pairs", str(PAIRS), "--judge-mode", mode],
+                             root / f"M0_judge_{mode}.json")["accuracy"]
+    return max(accuracy, key=accuracy.get)
+
+
+def signal_checks(root: Path, judge_mode: str, limit: int) -> None:
+    """`eval reward` for each source on the first `limit` IFEval dev prompts (4 candidates each) and the dev pairs."""
+    for source in ("judge", "implicit", "verify", "mix"):
+        run(["eval", "reward", "--reward", source, "--judge-mode", judge_mode, "--prompts", str(IFEVAL),
+             "--limit", str(limit), "--pairs", str(PAIRS), "--samples", "4", "--max-tokens", "192"],
+            root / f"signal_{source}.json")
+
+
+def study(root: Path, judge_mode: str | None, arms: list[str], seed: int, signal_limit: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    judge_mode = judge_mode or best_judge_mode(root)
+    print(f"judging format: {judge_mode}", flush=True)
+    evaluate(root, "M0", [], judge_mode)
+    for name in arms:
+        run_dir = root / "runs" / name.replace("+", "_")
+        run(["iterate", *ARMS[name], "--judge-mode", judge_mode, "--seed", str(seed), "--out", str(run_dir),
+             *(["--resume"] if run_dir.exists() else [])], root / f"{name}_run.json")
+        evaluate(root, name, ["--run", str(run_dir), "--iteration", "3"], judge_mode)
+        print(f"arm {name} done", flush=True)
+    if signal_limit:
+        signal_checks(root, judge_mode, signal_limit)
+
+
+def table(root: Path) -> str:
+    """The results as a markdown table (rows for the arms whose files exist)."""
+    from srlm_lite.evals.paired import paired_ifeval
+    from srlm_lite.records import read_jsonl
+    from srlm_lite.rewards.constraints import TRAIN_FAMILIES
+
+    m0 = read_jsonl(root / "M0_ifeval_items.jsonl")
+    lines = ["| arm | pairs/iter | IFEval prompt loose M3 (M0) | M3 - M0, seen families [95% CI] | M3 - M0, unseen "
+             "families [95% CI] | judge acc. M3 (M0) | answer chars per iteration |", "|---|---|---|---|---|---|---|"]
+    base_judge = json.loads((root / "M0_judge.json").read_text())["accuracy"]
+    for name in ARMS:
+        if not (root / f"{name}_judge.json").exists():
+            continue
+        paired = paired_ifeval(read_jsonl(root / f"{name}_ifeval_items.jsonl"), m0, trained_families=TRAIN_FAMILIES)
+        runs = json.loads((root / f"{name}_run.json").read_text())["iterations"]
+        judge = json.loads((root / f"{name}_judge.json").read_text())["accuracy"]
+        cell = lambda r: f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n={r['n']})"  # noqa: E731
+        lines.append(f"| {name} | {'/'.join(str(i['pairs']) for i in runs)} | {paired['all']['a']:.1%} "
+                     f"({paired['all']['b']:.1%}) | {cell(paired['seen'])} | {cell(paired['unseen'])} | "
+                     f"{judge:.1%} ({base_judge:.1%}) | "
+                     f"{' -> '.join(str(round(i['mean_response_chars'])) for i in runs)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--judge-mode", help="judging format of every arm (default: the best of expected, yesno and "
+                        "forced on the labelled dev pairs with M0)")
+    parser.add_argument("--only", help="comma-separated arms (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--signal-limit", type=int, default=60, help="IFEval prompts of each signal check (0 = none)")
+    parser.add_argument("--table", action="store_true", help="print the table of what exists and stop")
+    args = parser.parse_args()
+    if not args.table:
+        study(args.out, args.judge_mode, args.only.split(",") if args.only else list(ARMS), args.seed,
+              args.signal_limit)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
