@@ -9,7 +9,8 @@ import time
 from typing import Callable
 
 from ..judging import judge_format, score_response
-from ..rewards import REWARD_SOURCES, group_rewards
+from ..engines.base import complete_n
+from ..rewards import REWARD_SOURCES, group_rewards, mix_weights
 from ..rewards.combine import implicit_reward, normalized_likelihood
 from ..rewards.signal import signal
 from ..seeds import derive_seed
@@ -43,9 +44,7 @@ class RewardModel:
                 found["met"] = met
             components.append(found)
         reward = self.config.reward
-        return group_rewards(self.source.name, components, tie_break=reward.tie_break,
-                             weights={"judge": reward.mix_judge, "implicit": reward.mix_implicit,
-                                      "verify": reward.mix_verify})
+        return group_rewards(self.source.name, components, tie_break=reward.tie_break, weights=mix_weights(reward))
 
     def _implicit(self, instruction: str, response: str) -> float:
         reward = self.config.reward
@@ -83,10 +82,8 @@ def _prompt_group(model: RewardModel, record: dict, samples: int, max_tokens: in
     engine = model.engine
     key = str(record.get("key", record.get("id", record["prompt"][:40])))
     seeds = [derive_seed(seed, "eval-reward-sample", key, k) for k in range(samples)]
-    outs = engine.complete_n(engine.chat_prompt(record["prompt"]), seeds=seeds, max_tokens=max_tokens,
-                             temperature=0.7, top_p=0.9) if hasattr(engine, "complete_n") else [
-        engine.complete(engine.chat_prompt(record["prompt"]), max_tokens=max_tokens, temperature=0.7, top_p=0.9,
-                        seed=s) for s in seeds]
+    outs = complete_n(engine, engine.chat_prompt(record["prompt"]), seeds=seeds, max_tokens=max_tokens,
+                      temperature=0.7, top_p=0.9)
     texts = [o.text.strip() for o in outs]
     checks = [check_response(record, t)["loose"] if record.get("instruction_id_list") else None for t in texts]
     rewards = model.rewards(record["prompt"], texts, checks, key)

@@ -40,6 +40,11 @@ REWARD_SOURCES = {
 SOURCES = tuple(REWARD_SOURCES)
 
 
+def mix_weights(reward) -> dict[str, float]:
+    """The `mix` source's weight of each component, from a RewardConfig."""
+    return {"judge": reward.mix_judge, "implicit": reward.mix_implicit, "verify": reward.mix_verify}
+
+
 def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.01,
                   weights: dict[str, float] | None = None) -> list[float | None]:
     """The rewards of one prompt's candidates under `source`: its rule in REWARD_SOURCES (pure)."""
@@ -47,5 +52,6 @@ def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.0
         raise ValueError(f"unknown reward source {source!r}")
     return REWARD_SOURCES[source].rule(components, tie_break, weights or {})
 
+
 __all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
-           "group_rewards"]
+           "group_rewards", "mix_weights"]

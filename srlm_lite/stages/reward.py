@@ -5,7 +5,7 @@ consistency weight C."""
 from __future__ import annotations
 
 from ..records import StageFile, read_jsonl, recorded_stage
-from ..rewards import REWARD_SOURCES, group_rewards
+from ..rewards import REWARD_SOURCES, group_rewards, mix_weights
 from ..rewards.signal import signal
 from . import judge as judge_stage
 from . import responses as responses_stage
@@ -23,7 +23,7 @@ def run(ctx) -> dict:
     judgments = {j["id"]: j for j in ctx.require(judge_stage.FILE, "judge")}
     reward = ctx.config.reward
     source = REWARD_SOURCES[reward.source]
-    weights = {"judge": reward.mix_judge, "implicit": reward.mix_implicit, "verify": reward.mix_verify}
+    weights = mix_weights(reward)
     measure = Measurer(ctx)
 
     def produce(stage: StageFile, done: dict) -> list[str]:
