@@ -49,9 +49,10 @@ lora_layers = 4
 """
 RECORD_FILES = ("instructions.jsonl", "responses.jsonl", "judgments.jsonl", "rewards.jsonl", "pairs.jsonl",
                 "reference_logps.jsonl", "train_log.jsonl")
-# where a kill is aimed: stage -> (the file whose appearance opens it, the file that closes it, the window in seconds
-# the random delay is drawn from: a part of what the stage takes on an idle 2-core machine, so that the kill lands
-# inside it). The kill comes after the delay, or as the closing file appears if that is sooner.
+# where a kill is aimed: stage -> (the file whose appearance opens it, the file that closes it, the most seconds the
+# random delay is drawn from). The window is shrunk to what the stage took in the uninterrupted run of the same seed
+# (`stage_windows`), so that the kill lands inside the stage on a faster machine too. The kill comes after the
+# delay, or as the closing file appears if that is sooner.
 TARGETS = {
     "instructions": (None, "instructions.jsonl", 8.0),  # from the start: process start-up and model loading too
     "responses": ("instructions.jsonl", "responses.jsonl", 1.0),
@@ -125,14 +126,29 @@ def _kill(proc, run: Path, t: int, target: str, delay: float, iterations: int, l
     return None
 
 
-def killed_run(config: Path, run: Path, plan: list, rng: random.Random, iterations: int) -> tuple[list[dict], int]:
+def stage_windows(reference: Path, iterations: int) -> dict[tuple[int, str], float]:
+    """Per (iteration, target): the delay window, at most TARGETS' and at most 80% of the seconds between the opening
+    and the closing file's modification in the uninterrupted run `reference` (where both files are there to tell)."""
+    windows = {}
+    for t in range(1, iterations + 1):
+        for target, (opener, closer, most) in TARGETS.items():
+            first = reference / "config.toml" if opener is None else reference / f"iter_{t}" / opener
+            last = reference / f"iter_{t}" / closer
+            if first.exists() and last.exists():
+                most = min(most, 0.8 * max(0.0, last.stat().st_mtime - first.stat().st_mtime))
+            windows[(t, target)] = most
+    return windows
+
+
+def killed_run(config: Path, run: Path, plan: list, rng: random.Random, windows: dict) -> tuple[list[dict], int]:
     """Start the run, kill it at each target of `plan` (resuming after each kill), then let it finish. Returns the
     kills and how many resumed processes said they took over the lock a killed one left."""
     kills, logs = [], []
+    iterations = max(t for t, _ in windows)
     for t, target in plan:
         logs.append(run.parent / f"{run.name}.stderr{len(logs)}")
         proc = _cli(config, run, bool(kills), logs[-1])
-        kill = _kill(proc, run, t, target, rng.uniform(0.0, TARGETS[target][2]), iterations, logs[-1])
+        kill = _kill(proc, run, t, target, rng.uniform(0.0, windows[(t, target)]), iterations, logs[-1])
         if kill is None:
             break  # the run finished before this target was reached
         kills.append(kill)
@@ -213,7 +229,7 @@ def fault_suite(tmp: Path, seeds: list[int], iterations: int, plan: list) -> dic
         done = subprocess.run([sys.executable, "-m", "srlm_lite", "iterate", "--config", str(config), "--out",
                                str(reference)], capture_output=True, text=True, timeout=3600)
         assert done.returncode == 0, done.stderr[-3000:]
-        kills, takeovers = killed_run(config, run, plan, random.Random(seed), iterations)
+        kills, takeovers = killed_run(config, run, plan, random.Random(seed), stage_windows(reference, iterations))
         final = _snapshot(run)
         first = kills[0]["snapshot"] if kills else {}
         reference_records = _snapshot(reference)
