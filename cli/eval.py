@@ -9,7 +9,7 @@ from rich.table import Table
 
 from srlm_lite.evals.judge_eval import MODES as EVAL_JUDGE_MODES
 from srlm_lite.evals.scheduled import H2H_MAX_TOKENS, IFEVAL_MAX_TOKENS
-from srlm_lite.judging import JUDGE_MODES, POINTWISE_MODES
+from srlm_lite.judging import JUDGE_MODES, POINTWISE_MODES, verdicts_per_answer
 from srlm_lite.rewards import SOURCES as REWARD_SOURCE_NAMES
 
 from .options import SERVER_SETTINGS, choice, config_options, overrides
@@ -127,7 +127,8 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
         pairs, rankings = load_judge_file(pairs_file, limit)
         err.print(f"[bold]eval judge[/bold] ({mode}) of {spec.label} on {len(pairs)} pairs"
                   + (f" and {len(rankings)} rankings" if rankings else "")
-                  + (f", {judge_config.judge_samples} verdict(s) per answer, judge mode {judge_config.mode}"
+                  + (f", {verdicts_per_answer(judge_config.mode, judge_config.judge_samples)}, "
+                     f"judge mode {judge_config.mode}"
                      if mode == "pointwise" else ""))
         engine = open_engine(spec, EngineOptions.from_config(config.model))
         with progress_hooks() as hooks:

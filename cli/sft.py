@@ -110,6 +110,7 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
     from srlm_lite.runs import resolve_model
     from srlm_lite.training import eft as eft_lib
 
+    _refuse_unused_options(from_labels)
     if from_labels:
         return _build_from_labels(pairs_file, out_file, model, adapter, way, (max_response_tokens, label_scores),
                                   limit, as_json)
@@ -130,6 +131,24 @@ def eft_build(pairs_file, out_file, model, adapter, samples, max_tokens, balance
     else:
         out.print(f"{stats['examples']} EFT examples from {stats['pairs_agreeing']} of {stats['pairs']} pairs "
                   f"-> {out_file}")
+
+
+_VERDICT_OPTIONS = ("samples", "max_tokens", "balance_scores", "balance_lengths", "target", "seed")
+_LABEL_OPTIONS = ("way", "max_response_tokens", "label_scores")
+
+
+def _refuse_unused_options(from_labels: bool) -> None:
+    """`eft build`'s two ways take different options: one given on the command line that the chosen way would
+    ignore is refused, rather than silently dropped."""
+    ctx = click.get_current_context()
+    unused = _VERDICT_OPTIONS if from_labels else _LABEL_OPTIONS
+    given = [name for name in unused if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{flags} {'does' if len(given) == 1 else 'do'} nothing "
+                               f"{'with' if from_labels else 'without'} --from-labels"
+                               + (" (score examples are built from the labels, with no written verdicts)"
+                                  if from_labels else ""))
 
 
 def _build_from_labels(pairs_file, out_file, model, adapter, way, shape, limit, as_json):

@@ -259,6 +259,27 @@ def test_a_killed_fit_resumes_from_its_checkpoint_and_ends_where_the_whole_run_e
     assert other_records[0]["loss"] == pytest.approx(whole_records[0]["loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("args, refused", [
+    (["--from-labels", "--samples", "5", "--target", "score"], "--samples, --target do nothing with --from-labels"),
+    (["--way", "balanced"], "--way does nothing without --from-labels"),
+    (["--label-scores", "5", "1", "--max-response-tokens", "64"],
+     "--max-response-tokens, --label-scores do nothing without --from-labels"),
+])
+def test_eft_build_refuses_the_options_its_way_would_ignore(tmp_path, args, refused):
+    """An option of the other way is refused with a usage error (exit 2) before any model is opened, rather than
+    silently dropped; the defaults of the other way's options are never counted as given."""
+    from click.testing import CliRunner
+
+    from srlm_lite.cli.main import cli
+
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"instruction": "Q?", "response_a": "A", "response_b": "B",
+                                                      "preferred": "a"}) + "\n")
+    result = CliRunner().invoke(cli, ["eft", "build", "--pairs", str(tmp_path / "pairs.jsonl"), "--out",
+                                      str(tmp_path / "out.jsonl"), *args])
+    assert result.exit_code == 2 and refused in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 # -------------------------------------------------------------------------------------------- real model
 @pytest.mark.real
 def test_eft_build_from_labels_writes_the_prompts_the_judge_reads(tmp_path, real_model_path):

@@ -54,3 +54,14 @@ def test_expected_score_renormalises_and_refuses_low_mass():
 def test_mean_score_ignores_unparsed_and_never_invents_a_minimum():
     assert mean_score([3.0, None, 4.0]) == 3.5
     assert mean_score([None, None]) is None
+
+
+def test_verdicts_per_answer_says_when_the_format_ignores_j():
+    from srlm_lite.judging import JUDGE_FORMATS, verdicts_per_answer
+
+    assert verdicts_per_answer("forced", 3) == "3 verdict(s) per answer"
+    assert verdicts_per_answer("sampled", 2) == "2 verdict(s) per answer"
+    for mode in ("expected", "yesno", "pairwise"):
+        assert not JUDGE_FORMATS[mode].samples_verdicts
+        assert verdicts_per_answer(mode, 3) == "one deterministic pass per answer (J ignored)"
+    assert verdicts_per_answer(None, "-") == "- verdict(s) per answer"  # a report of a run without a judge section

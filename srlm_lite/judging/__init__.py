@@ -28,6 +28,7 @@ class JudgeFormat:
     score_group: Callable | None = None
     compare: Callable | None = None
     score_batch: Callable | None = None  # several (instruction, response) in one call (an engine's batched pass)
+    samples_verdicts: bool = True  # draws J verdicts per response (False: one deterministic pass, J ignored)
 
     @property
     def pointwise(self) -> bool:
@@ -38,7 +39,8 @@ JUDGE_FORMATS: dict[str, JudgeFormat] = {
     "expected": JudgeFormat(
         "expected", "no justification, one forward pass per response reading the expected digit after a forced "
         "'Score: ' (deterministic, J ignored; the format that ranked labelled pairs best here, see the README)",
-        writes_text=False, score=rubric.expected_verdicts, score_batch=rubric.expected_verdicts_many),
+        writes_text=False, score=rubric.expected_verdicts, score_batch=rubric.expected_verdicts_many,
+        samples_verdicts=False),
     "forced": JudgeFormat(
         "forced", "J sampled justifications, each scored from its own 'Score: X' or else from the digit "
         "distribution after a forced 'Score: '", writes_text=True, score=rubric.forced_verdicts),
@@ -47,11 +49,12 @@ JUDGE_FORMATS: dict[str, JudgeFormat] = {
         writes_text=True, score=rubric.sampled_verdicts),
     "yesno": JudgeFormat(
         "yesno", "each of the rubric's five points asked as a yes/no question, score = the sum of P(yes) (five "
-        "forward passes per response, J ignored)", writes_text=False, score=yesno.yesno_verdicts),
+        "forward passes per response, J ignored)", writes_text=False, score=yesno.yesno_verdicts,
+        samples_verdicts=False),
     "pairwise": JudgeFormat(
         "pairwise", "every two candidates of a prompt compared in both orders, score = 5 x mean P(better) "
         "(J ignored)", writes_text=False, score_group=pairwise.round_robin_verdicts,
-        compare=pairwise.compare_outcome),
+        compare=pairwise.compare_outcome, samples_verdicts=False),
 }
 JUDGE_MODES = tuple(JUDGE_FORMATS)
 POINTWISE_MODES = tuple(name for name, f in JUDGE_FORMATS.items() if f.pointwise)
@@ -80,6 +83,15 @@ def judge_format(mode: str) -> JudgeFormat:
     if mode not in JUDGE_FORMATS:
         raise ValueError(f"unknown judge mode {mode!r}; choose from {', '.join(JUDGE_MODES)}")
     return JUDGE_FORMATS[mode]
+
+
+def verdicts_per_answer(mode: str, judge_samples) -> str:
+    """How many verdicts a response gets, in words: "3 verdict(s) per answer", or "one deterministic pass per
+    answer" for the formats that ignore J (an unknown mode: as the config says)."""
+    fmt = JUDGE_FORMATS.get(mode)
+    if fmt is not None and not fmt.samples_verdicts:
+        return "one deterministic pass per answer (J ignored)"
+    return f"{judge_samples} verdict(s) per answer"
 
 
 def score_response(engine, instruction: str, response: str, config, seeds: list[int]) -> dict:

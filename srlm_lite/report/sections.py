@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..judging import verdicts_per_answer
 from .load import Iteration, Run
 from .metrics import eval_kind, eval_rows, eval_series, flatten, funnel, model_index, scores
 from .plots import plot_dpo, plot_evals, plot_funnel, plot_gap, plot_judge, plot_lengths, plot_scores
@@ -25,7 +26,8 @@ def header(doc: Doc, run: Run, rows: list[dict]):
         ins, res, jud, tr = (c.get(k, {}) for k in ("instructions", "responses", "judge", "train"))
         doc.p(f"Settings: {ins.get('num_prompts', '-')} prompts kept per iteration, {res.get('samples', '-')} "
               f"candidates each (T={res.get('temperature', '-')}, max {res.get('max_tokens', '-')} tokens), "
-              f"{jud.get('judge_samples', '-')} verdict(s) per candidate (judge mode `{jud.get('mode', '-')}`), "
+              f"{verdicts_per_answer(jud.get('mode'), jud.get('judge_samples', '-'))} (judge mode "
+              f"`{jud.get('mode', '-')}`), "
               f"loss `{tr.get('loss', 'sigmoid')}`{' (length-normalized)' if tr.get('length_normalize') else ''}, "
               f"beta {tr.get('beta', '-')}, learning rate {tr.get('learning_rate', '-')}, "
               f"{tr.get('epochs', '-')} epoch(s), LoRA rank {tr.get('lora_rank', '-')}"
