@@ -22,8 +22,10 @@ from .training import CHECKPOINT_FILE
 __all__ = ["Hooks", "IterationContext", "iterate", "run_iteration", "run_stage", "stage_context"]
 
 
-def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks | None = None) -> dict:
+def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks | None = None,
+            until: int | None = None) -> dict:
     """Run (or resume) `config.iterations` iterations; returns the run summary (also written to the manifest).
+    `until` stops after that iteration (the run stays unfinished: no run manifest until the last one is done).
 
     The run directory is locked while this runs (`lock.run_lock`): a second writer is refused."""
     from .blas import ensure_fast_blas
@@ -37,14 +39,14 @@ def iterate(config: RunConfig, out: Path, *, resume: bool = False, hooks: Hooks 
     new = not out.exists()
     try:
         with run_lock(out, hooks.say):
-            return _iterate_locked(config, out, resume, hooks)
+            return _iterate_locked(config, out, resume, hooks, until)
     except BaseException:
         if new and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused before anything was written (a bad model file...): leave nothing behind
         raise
 
 
-def _iterate_locked(config: RunConfig, out: Path, resume: bool, hooks: Hooks) -> dict:
+def _iterate_locked(config: RunConfig, out: Path, resume: bool, hooks: Hooks, until: int | None = None) -> dict:
     paths = prepare_run(config, out, resume)
     check_same_model(out, paths.model_sha256)
     remove_temporaries(out)  # what writers killed mid-write left (the lock is ours: nobody is writing)
@@ -52,7 +54,8 @@ def _iterate_locked(config: RunConfig, out: Path, resume: bool, hooks: Hooks) ->
     adapter = start_adapter(config)
     if config.eval.baseline:
         evals.update(_evaluate(config, out, 0, hooks))
-    for t in range(1, config.iterations + 1):
+    last = config.iterations if until is None else min(until, config.iterations)
+    for t in range(1, last + 1):
         it_dir = iteration_dir(out, t)
         if is_complete(it_dir):
             summary = read_json(it_dir / MANIFEST)["summary"]
@@ -65,7 +68,8 @@ def _iterate_locked(config: RunConfig, out: Path, resume: bool, hooks: Hooks) ->
     result = {"run_dir": str(out), "iterations": summaries}
     if evals:
         result["evals"] = evals
-    write_json_atomic(out / MANIFEST, {**provenance(config, paths), "summary": result})
+    if last == config.iterations:
+        write_json_atomic(out / MANIFEST, {**provenance(config, paths), "summary": result})
     return result
 
 

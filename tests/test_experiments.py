@@ -310,6 +310,25 @@ def test_runner_pairs_the_arms_and_measures_every_model(faked, tmp_path):
     assert report.count("**Prompt:**") == 2 and "quick run" not in report  # the gallery: 2 prompts; full preset
 
 
+def test_arms_advance_together_so_a_stopped_experiment_compares_them(faked, tmp_path, monkeypatch):
+    """Every arm's M1 is trained and measured before any arm's M2; an arm's run stays unfinished (no run manifest)
+    until its last iteration."""
+    from srlm_lite.experiments import runner
+
+    measured, manifests = [], []
+    real_measure = runner.measure_model
+
+    def recording(target, *args, **kwargs):
+        measured.append(target.label)
+        manifests.append(sorted(p.parent.name for p in (tmp_path / "exp" / "arms").glob("*/manifest.json")))
+        return real_measure(target, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "measure_model", recording)
+    run_experiment(_plan(tmp_path))
+    assert measured == ["M0", "dpo M1", "sft M1", "dpo M2", "sft M2"]
+    assert manifests == [[], [], [], ["dpo"], ["dpo", "sft"]]
+
+
 def test_runner_resumes_where_it_stopped(faked, tmp_path):
     clean = run_experiment(_plan(tmp_path, out="clean"))
     calls = faked["calls"]

@@ -2,9 +2,11 @@
 
 An experiment folder holds `experiment.json` (what was asked: arms, configs, measures, data; a rerun with other
 settings is refused), `arms/<arm>/` (one ordinary run directory per arm), `measures/M0/` (the common starting model)
-and `measures/<arm>/M<k>/`, `report/`, and `manifest.json`, written last. Arms run one after another; an arm that
-differs from an earlier one only in training starts from that arm's iteration-1 data (`share.py`). Running the same
-command again continues where it stopped: finished iterations and measures are skipped.
+and `measures/<arm>/M<k>/`, `report/`, and `manifest.json`, written last. Arms advance together, one iteration at a
+time (every arm's M1 is trained and measured before any arm's M2), so an experiment stopped early still compares
+its arms at the same iterations; an arm that differs from an earlier one only in training starts from that arm's
+iteration-1 data (`share.py`). Running the same command again continues where it stopped: finished iterations and
+measures are skipped.
 """
 
 from __future__ import annotations
@@ -118,27 +120,36 @@ def run_experiment(plan: Plan, hooks: Hooks | None = None) -> dict:
 
 def _run_locked(plan: Plan, hooks: Hooks) -> dict:
     from ..loop import iterate
-    from .share import share_first_iteration
 
     started = time.perf_counter()
     check_plan(plan)
     first = plan.configs[plan.experiment.arms[0].name]
     m0 = model_spec(first, start_adapter(first), "M0")
     measure_model(Target(m0, m0, 0, first, plan.measure_dir("", 0), "M0"), plan.measures, plan.data, hooks)
-    for index, arm in enumerate(plan.experiment.arms):
-        config = plan.configs[arm.name]
-        source = next((a.name for a in plan.experiment.arms[:index] if shares_data(plan.configs[a.name], config)),
-                      None)
-        if source:
-            linked = share_first_iteration(plan.arm_dir(source), plan.arm_dir(arm.name))
-            if linked:
-                hooks.say(f"{arm.name}: iteration 1 starts from {source}'s data ({', '.join(linked)})")
-        iterate(config, plan.arm_dir(arm.name), resume=True, hooks=arm_hooks(hooks, arm.name))
-        for k in range(1, plan.iterations + 1):
+    for k in range(1, plan.iterations + 1):
+        for index, arm in enumerate(plan.experiment.arms):
+            config = plan.configs[arm.name]
+            if k == 1:
+                _share_data(plan, index, hooks)
+            iterate(config, plan.arm_dir(arm.name), resume=True, hooks=arm_hooks(hooks, arm.name), until=k)
             target = Target(model_for_iteration(plan.arm_dir(arm.name), k), m0, k, config,
                             plan.measure_dir(arm.name, k), f"{arm.name} M{k}")
             measure_model(target, plan.measures, plan.data, hooks)
     return finish(plan, time.perf_counter() - started)
+
+
+def _share_data(plan: Plan, index: int, hooks: Hooks) -> None:
+    """Arm `index` starts from the iteration-1 data of the first earlier arm that differs from it only in training
+    (that arm's iteration 1 is done by now); nothing when there is none or the data is linked already."""
+    from .share import share_first_iteration
+
+    arm = plan.experiment.arms[index]
+    config = plan.configs[arm.name]
+    source = next((a.name for a in plan.experiment.arms[:index] if shares_data(plan.configs[a.name], config)), None)
+    if source:
+        linked = share_first_iteration(plan.arm_dir(source), plan.arm_dir(arm.name))
+        if linked:
+            hooks.say(f"{arm.name}: iteration 1 starts from {source}'s data ({', '.join(linked)})")
 
 
 def finish(plan: Plan, seconds: float) -> dict:
