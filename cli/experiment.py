@@ -43,11 +43,15 @@ measured on a shared machine (docs/experiments.md); the full presets take hours 
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Labelled answer pairs (JSONL).")
 @click.option("--drift-prompts", type=click.Path(exists=True, dir_okay=False),
               help="Prompts for KL, diversity and length (JSONL; e.g. MT-Bench questions).")
+@click.option("--report-only", is_flag=True, help="Run nothing: write the report of the experiment folder as it "
+              "stands (a stopped or still running experiment: the models measured so far).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
-def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_prompts, as_json):
+def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_prompts, report_only, as_json):
     from srlm_lite.experiments import data_files, plan_experiment, run_experiment
 
     target = Path(out_dir or f"runs/experiments/{name}{'-quick' if quick else ''}")
+    if report_only:
+        return _report_only(name, target, as_json)
     try:
         data = data_files(data_dir, ifeval=ifeval, pairs=pairs, drift=drift_prompts)
     except FileNotFoundError as exc:
@@ -61,6 +65,23 @@ def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_
         result = run_experiment(plan, hooks)
     err.print(results_table(result["arms"]))
     err.print(f"experiment folder: {target}   this session {result['seconds'] / 60:.1f} min")
+    out.print(f"report: {result['report']}")
+    if as_json:
+        print_json_last(result)
+
+
+def _report_only(name: str, target: Path, as_json: bool) -> None:
+    from srlm_lite.experiments import PLAN_FILE, report_so_far
+    from srlm_lite.records import read_json
+
+    plan_file = target / PLAN_FILE
+    if plan_file.exists() and read_json(plan_file).get("experiment") != name:
+        raise click.UsageError(f"{target} holds the experiment {read_json(plan_file).get('experiment')!r}, not "
+                               f"{name!r}")
+    result = report_so_far(target)
+    err.print(results_table(result["arms"]))
+    if result.get("unfinished"):
+        err.print(f"[yellow]{result['unfinished']}[/yellow]")
     out.print(f"report: {result['report']}")
     if as_json:
         print_json_last(result)

@@ -420,6 +420,36 @@ def test_cli_experiment_json_last_line(faked, tmp_path):
     assert bad.exit_code == 2 and "experiment data not found" in bad.output
 
 
+def test_report_only_reports_a_stopped_experiment_as_it_stands(faked, tmp_path):
+    """`--report-only` runs nothing: the report of the models measured so far, said to be unfinished; a finished
+    experiment's report is not; a folder without an experiment, or of another one, is refused clearly."""
+    from click.testing import CliRunner
+
+    from srlm_lite.cli.main import cli
+
+    run_experiment(_plan(tmp_path, out="clean"))
+    calls = faked["calls"]
+    faked["calls"], faked["fail_after"] = 0, int(calls * 0.7)  # killed in iteration 2
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_plan(tmp_path, out="stopped"))
+    faked["fail_after"], opened = None, len(faked["opened"])
+    result = CliRunner().invoke(cli, ["experiment", "sft-vs-dpo", "--report-only", "--out", str(tmp_path / "stopped"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output.strip().splitlines()[-1])
+    assert len(faked["opened"]) == opened  # nothing sampled or measured
+    measured = {arm: [r["iteration"] for r in rows] for arm, rows in found["arms"].items()}
+    assert measured["dpo"][:2] == measured["sft"][:2] == [0, 1] and len(measured["sft"]) < 3
+    assert "has not finished" in found["unfinished"] and "**Unfinished.**" in Path(found["markdown"]).read_text()
+    done = CliRunner().invoke(cli, ["experiment", "sft-vs-dpo", "--report-only", "--out", str(tmp_path / "clean"),
+                                    "--json"])
+    assert done.exit_code == 0 and "unfinished" not in json.loads(done.output.strip().splitlines()[-1])
+    other = CliRunner().invoke(cli, ["experiment", "anchor", "--report-only", "--out", str(tmp_path / "clean")])
+    assert other.exit_code == 2 and "holds the experiment 'sft-vs-dpo'" in other.output
+    empty = CliRunner().invoke(cli, ["experiment", "anchor", "--report-only", "--out", str(tmp_path / "none")])
+    assert empty.exit_code != 0 and "holds no experiment" in empty.output
+
+
 def test_one_writer_per_experiment_folder(faked, tmp_path):
     """A second process on a live experiment folder is refused (each arm's run directory is locked as well)."""
     import subprocess

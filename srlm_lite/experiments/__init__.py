@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .definitions import EXPERIMENTS, NAMES, PLAN_FILE, RESULTS_FILE, Arm, Experiment, Measures, Preset, experiment
 from .measure import DataFiles, data_files
-from .runner import Plan, plan_experiment, run_experiment
+from .runner import Plan, plan_experiment, report_so_far, run_experiment
 
 __all__ = ["EXPERIMENTS", "NAMES", "PLAN_FILE", "RESULTS_FILE", "Arm", "DataFiles", "Experiment", "Measures", "Plan",
-           "Preset", "data_files", "experiment", "plan_experiment", "run_experiment"]
+           "Preset", "data_files", "experiment", "plan_experiment", "report_so_far", "run_experiment"]

@@ -36,6 +36,8 @@ def write_experiment_report(out: str | Path, results: dict) -> dict:
     doc.p(f"**Claim.** {plan['claim']}")
     doc.p(f"**Question.** {plan['question']}")
     doc.p(_settings(plan))
+    if results.get("unfinished"):
+        doc.p(f"**Unfinished.** {results['unfinished']}")
     doc.table(["arm", "what it is"], [[name, arm["label"]] for name, arm in plan["arms"].items()])
     doc.h(2, "What the figures say")
     for line in headline(arms):

@@ -152,6 +152,29 @@ def _share_data(plan: Plan, index: int, hooks: Hooks) -> None:
             hooks.say(f"{arm.name}: iteration 1 starts from {source}'s data ({', '.join(linked)})")
 
 
+def report_so_far(out: str | Path) -> dict:
+    """The report of an experiment folder as it stands (stopped, or still running elsewhere), running nothing; the
+    results as `--json` gives them, with "unfinished" saying how far it got when it has not finished."""
+    from .report import write_experiment_report
+    from .results import load_results
+
+    out = Path(out)
+    if not (out / PLAN_FILE).exists():
+        raise InputError(f"{out} holds no experiment (no {PLAN_FILE}): run `srlm-lite experiment NAME --out {out}`")
+    results = load_results(out)
+    if not (out / MANIFEST).exists():
+        done = {arm: rows[-1]["iteration"] if rows else None for arm, rows in results["arms"].items()}
+        results["unfinished"] = (f"the experiment has not finished: models measured so far, per arm, up to "
+                                 + ", ".join(f"{arm} M{k}" if k is not None else f"{arm} none"
+                                             for arm, k in done.items())
+                                 + f" of M{results['iterations']}; the figures below are of those models only.")
+    files = write_experiment_report(out, results)
+    keep = ("experiment", "preset", "iterations", "arms", "unfinished")
+    return {"report": str(files["html"]), "markdown": str(files["markdown"]),
+            "plots": [str(p) for p in files["plots"]], "out": str(out), **{k: results[k] for k in keep
+                                                                              if k in results}}
+
+
 def finish(plan: Plan, seconds: float) -> dict:
     """The results from disk, the report, and the manifest (written last)."""
     from .report import write_experiment_report
