@@ -24,8 +24,10 @@ on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pair
                      a passing candidate over a failing one; the judge's pick of 4 against a random pick
 
 \b
-Wall time (2-core x86_64 CPU, no GPU): --quick is sized for 15 minutes or less, an estimate from stage timings
-measured on a shared machine (docs/experiments.md); the full presets take hours and have not been timed yet.
+Wall time measured on an idle 2-core x86_64 CPU, no GPU: --quick sft-vs-dpo 7.2 min, anchor 6.3 min,
+judge-vs-generate 5.9 min. The full presets take hours (estimated from their stage counts: about 2.5, 6 and 3;
+docs/experiments.md): stop them at any point, continue with the same command, and see what is measured so far
+with --report-only.
 """
 
 
