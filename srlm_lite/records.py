@@ -228,6 +228,14 @@ def iter_jsonl(path: str | Path, *, fields: dict[str, type] | None = None, skip_
                 raise
 
 
+def group_by(records, key: str = "prompt_id") -> dict[str, list[dict]]:
+    """Records grouped by one field (a prompt's candidates), groups and records in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record[key], []).append(record)
+    return groups
+
+
 def read_jsonl(path: str | Path, *, fields: dict[str, type] | None = None, skip_bad: bool = False) -> list[dict]:
     """Every record of a JSONL file ([] when it does not exist); see `iter_jsonl` for torn and bad lines."""
     path = Path(path)

@@ -121,3 +121,11 @@ def test_judge_pairwise_mode_scores_by_round_robin(tmp_path):
     assert [v["opponent"] for v in records["p0-r1"]["judgments"]] == ["p0-r0", "p0-r2"]
     # equal lengths: the fake's position bias (0.6 for "A" in both orders) cancels out exactly
     assert records["p1-r0"]["score"] == records["p1-r1"]["score"] == pytest.approx(2.5)
+
+
+def test_group_by_keeps_first_seen_order_of_groups_and_records():
+    from srlm_lite.records import group_by
+
+    records = [{"id": "b-0", "prompt_id": "b"}, {"id": "a-0", "prompt_id": "a"}, {"id": "b-1", "prompt_id": "b"}]
+    assert {k: [r["id"] for r in v] for k, v in group_by(records).items()} == {"b": ["b-0", "b-1"], "a": ["a-0"]}
+    assert list(group_by(records)) == ["b", "a"] and list(group_by(records, key="id")) == ["b-0", "a-0", "b-1"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..judging import verdicts_per_answer
+from ..records import group_by
 from .load import Iteration, Run
 from .metrics import eval_kind, eval_rows, eval_series, flatten, funnel, model_index, scores
 from .plots import plot_dpo, plot_evals, plot_funnel, plot_gap, plot_judge, plot_lengths, plot_scores
@@ -266,10 +267,7 @@ def gallery_section(doc: Doc, gallery: list[dict] | None):
     doc.p(f"Prompts from the shipped seed pool, answered by every model of the run with the same settings "
           f"(temperature {settings.get('temperature')}, seed {settings.get('seed')}, at most "
           f"{settings.get('max_tokens')} tokens). M0 is the base model; M_k = base + the LoRA trained in iteration k.")
-    by_prompt: dict[str, list[dict]] = {}
-    for record in gallery:
-        by_prompt.setdefault(record["prompt_id"], []).append(record)
-    for records in by_prompt.values():
+    for records in group_by(gallery).values():
         records.sort(key=lambda r: r["k"])
         doc.gallery(records[0]["prompt"], [(f"M{r['k']}", r["response"],
                                             f"{r['n_tokens']} tokens" + (", cut at max_tokens"

@@ -13,7 +13,7 @@ from ..judging import judge_format, with_logprobs_fallback
 from ..judging.pairwise import pairwise_prompt
 from ..judging.rubric import judge_prompt
 from ..judging.scores import mean_score
-from ..records import StageFile, recorded_stage
+from ..records import StageFile, group_by, recorded_stage
 from ..seeds import derive_seed
 from . import responses as responses_stage
 from .fit import TOO_LONG, fits
@@ -96,11 +96,8 @@ def _judge_batch(engine, fmt, chunk: list[tuple[int, dict]], config) -> list[lis
 def _judge_groups(engine, responses, stage, done, config, progress) -> None:
     """A format that judges a prompt's candidates together (pairwise): one group at a time; opponents by id."""
     fmt = judge_format(config.mode)
-    groups: dict[str, list[dict]] = {}
-    for item in responses:
-        groups.setdefault(item["prompt_id"], []).append(item)
     finished = 0
-    for group in groups.values():
+    for group in group_by(responses).values():
         finished += len(group)
         if all(item["id"] in done for item in group):
             continue

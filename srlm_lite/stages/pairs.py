@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import PairsConfig
-from ..records import read_jsonl, write_jsonl_atomic
+from ..records import group_by, read_jsonl, write_jsonl_atomic
 from .judge import FIELDS as JUDGMENT_FIELDS
 from .judge import FILE as JUDGMENTS_FILE
 from .reward import FIELDS as REWARD_FIELDS
@@ -89,11 +89,8 @@ def build_pairs(responses: list[dict], judgments: list[dict], min_gap: float = 0
     """
     scores = {j["id"]: j["score"] for j in judgments}
     weights = {j["prompt_id"]: j["consistency"] for j in judgments if "consistency" in j}
-    by_prompt: dict[str, list[dict]] = {}
-    for r in responses:
-        by_prompt.setdefault(r["prompt_id"], []).append(r)
     records, outcomes = [], {}
-    for prompt_id, group in by_prompt.items():
+    for prompt_id, group in group_by(responses).items():
         candidates = [Candidate(r["id"], r["response"], scores.get(r["id"])) for r in group]
         pair, outcome = select_pair(candidates, min_gap, length_tolerance)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1

@@ -4,7 +4,7 @@ consistency weight C."""
 
 from __future__ import annotations
 
-from ..records import StageFile, read_jsonl, recorded_stage
+from ..records import StageFile, group_by, read_jsonl, recorded_stage
 from ..rewards import REWARD_SOURCES, group_rewards, mix_weights
 from ..rewards.signal import signal
 from . import judge as judge_stage
@@ -27,9 +27,7 @@ def run(ctx) -> dict:
     measure = Measurer(ctx)
 
     def produce(stage: StageFile, done: dict) -> list[str]:
-        groups: dict[str, list[dict]] = {}
-        for item in candidates:
-            groups.setdefault(item["prompt_id"], []).append(item)
+        groups = group_by(candidates)
         for finished, group in enumerate(groups.values(), 1):
             if all(item["id"] in done for item in group):
                 continue
@@ -51,14 +49,13 @@ def run(ctx) -> dict:
 def run_signal(candidates: list[dict], records: dict[str, dict]) -> dict:
     """The signal check's figures on the iteration's own candidates: ties, the reward's correlation with length,
     and, on prompts with verifiable constraints, the best/random/worst-of-N share of constraints met."""
-    groups: dict[str, list[dict]] = {}
-    for item in candidates:
+    def figures(item: dict) -> dict:
         record = records.get(item["id"], {})
         met = record.get("components", {}).get("met")
-        groups.setdefault(item["prompt_id"], []).append(
-            {"reward": record.get("score"), "length": len(item["response"]),
-             "pass": sum(met) / len(met) if met else None})
-    return signal(list(groups.values()))
+        return {"reward": record.get("score"), "length": len(item["response"]),
+                "pass": sum(met) / len(met) if met else None}
+
+    return signal([[figures(item) for item in group] for group in group_by(candidates).values()])
 
 
 def _record(item: dict, components: dict, score: float | None, weight: float | None) -> dict:
