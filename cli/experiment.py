@@ -25,9 +25,9 @@ on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pair
 
 \b
 Wall time measured on an idle 2-core x86_64 CPU, no GPU: --quick sft-vs-dpo 7.2 min, anchor 6.3 min,
-judge-vs-generate 5.9 min. The full presets take hours (estimated from their stage counts: about 2.5, 6 and 3;
-docs/experiments.md): stop them at any point, continue with the same command, and see what is measured so far
-with --report-only.
+judge-vs-generate 5.9 min. The full presets take hours (estimated from measured stage times: about 2.4, 7 and
+3.5 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
+measured so far with --report-only.
 """
 
 
