@@ -177,16 +177,9 @@ def test_a_stale_lock_file_does_not_stop_a_new_run(tmp_path):
 # ---------------------------------------------------------------------------------------------- training
 
 def _pairs(n: int):
-    from srlm_lite.training.dpo import TokenizedPair
+    from tiny_models import synthetic_pairs
 
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i in range(n):
-        prompt = [1] + rng.integers(3, 60, size=int(rng.integers(3, 8))).tolist()
-        chosen = rng.integers(60, 90, size=int(rng.integers(3, 10))).tolist() + [2]
-        rejected = rng.integers(90, 128, size=int(rng.integers(3, 10))).tolist() + [2]
-        pairs.append(TokenizedPair(f"p{i}", prompt + chosen, prompt + rejected, len(prompt), len(prompt)))
-    return pairs
+    return synthetic_pairs(n, np.random.default_rng(0))
 
 
 def _fresh_policy(tiny_model):

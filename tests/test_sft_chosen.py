@@ -11,6 +11,7 @@ from srlm_lite.config import ConfigError, TrainConfig, load  # noqa: E402
 from srlm_lite.training.dpo import TokenizedPair, dpo_epochs, reference_logps, train_dpo  # noqa: E402
 from srlm_lite.training.lora import adapter_weights, attach_lora  # noqa: E402
 from srlm_lite.training.sft_chosen import mean_nll, sft_loss, train_sft  # noqa: E402
+from tiny_models import synthetic_pairs  # noqa: E402
 
 
 def _manual_logps(model, row: list[int], prompt_len: int) -> float:
@@ -21,14 +22,7 @@ def _manual_logps(model, row: list[int], prompt_len: int) -> float:
 
 
 def _pairs(n: int, seed: int = 0) -> list[TokenizedPair]:
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for i in range(n):
-        prompt = [1] + rng.integers(3, 60, size=int(rng.integers(3, 8))).tolist()
-        chosen = rng.integers(60, 90, size=int(rng.integers(3, 10))).tolist() + [2]
-        rejected = rng.integers(90, 128, size=int(rng.integers(3, 10))).tolist() + [2]
-        pairs.append(TokenizedPair(f"p{i}", prompt + chosen, prompt + rejected, len(prompt), len(prompt)))
-    return pairs
+    return synthetic_pairs(n, np.random.default_rng(seed))
 
 
 def test_sft_loss_is_the_token_mean_nll_of_the_chosen_answers(tiny_model):

@@ -13,6 +13,7 @@ from srlm_lite.training.lora import attach_lora  # noqa: E402
 from srlm_lite.records import read_jsonl  # noqa: E402
 from srlm_lite.training.dpo import (Objective, TokenizedPair, _batch_loss, collate, evaluate, make_batches,  # noqa: E402
                              reference_logps, sequence_logps, train_dpo)
+from tiny_models import synthetic_pairs  # noqa: E402
 
 
 def _manual_logps(model, row: list[int], prompt_len: int) -> float:
@@ -36,20 +37,10 @@ def test_sequence_logps_sum_response_tokens_only(tiny_model):
     assert sequence_logps(tiny_model, padded_other, prompt_lens, lengths).tolist() == pytest.approx(got, abs=1e-5)
 
 
-def _synthetic_pairs(n: int, rng: np.random.Generator) -> list[TokenizedPair]:
-    pairs = []
-    for i in range(n):
-        prompt = [1] + rng.integers(3, 60, size=int(rng.integers(3, 8))).tolist()
-        chosen = rng.integers(60, 90, size=int(rng.integers(3, 10))).tolist() + [2]
-        rejected = rng.integers(90, 128, size=int(rng.integers(3, 10))).tolist() + [2]
-        pairs.append(TokenizedPair(f"p{i}", prompt + chosen, prompt + rejected, len(prompt), len(prompt)))
-    return pairs
-
-
 def test_dpo_on_tiny_model_starts_at_ln2_and_falls(tiny_model, tmp_path):
     mx.random.seed(1)
     attach_lora(tiny_model, rank=4, scale=10.0, num_layers=-1)
-    pairs = _synthetic_pairs(12, np.random.default_rng(0))
+    pairs = synthetic_pairs(12, np.random.default_rng(0))
     config = TrainConfig(learning_rate=1e-2, epochs=4, batch_size=3, beta=0.1)
     reference = reference_logps(tiny_model, pairs, tmp_path, batch_size=config.batch_size, pad_id=0)  # as `run`
     assert len(read_jsonl(tmp_path / "reference_logps.jsonl")) == 12
@@ -66,7 +57,7 @@ def test_dpo_on_tiny_model_starts_at_ln2_and_falls(tiny_model, tmp_path):
 
 def test_batches_are_length_bucketed():
     rng = np.random.default_rng(3)
-    pairs = _synthetic_pairs(20, rng)
+    pairs = synthetic_pairs(20, rng)
     batches = make_batches(pairs, 4)
     lengths = [max(p.length for p in b) for b in batches]
     assert lengths == sorted(lengths) and sum(len(b) for b in batches) == 20

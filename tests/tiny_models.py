@@ -11,6 +11,7 @@ from srlm_lite.models.architectures import architecture
 from srlm_lite.models.gguf_writer import meta_from_args, to_gguf_tensors, write_gguf
 from srlm_lite.models.hf_export import HF_ARCHITECTURES, write_tokenizer
 from srlm_lite.models.mlx_model import model_class
+from srlm_lite.training.dpo import TokenizedPair
 
 VOCAB = 49152  # the embedded SmolLM2's, whose tokenizer the tiny models borrow
 COMMON = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -66,3 +67,15 @@ def write_gguf_of(model, arch_name: str, path: Path, tokenizer_gguf: Path) -> Pa
     # (not named after the architecture: llama.cpp gives a model *named* phi3 Phi-3's own special-token rules)
     return write_gguf(path, arch_name, meta, tensors, fields_from=tokenizer_gguf, f16=False,
                       name="srlm-lite tiny random model")
+
+
+def synthetic_pairs(n: int, rng) -> list[TokenizedPair]:
+    """`n` tokenized preference pairs for the tiny models: a prompt (ids 3-59), a chosen answer (ids 60-89) and a
+    rejected one (ids 90-127), each of random length, drawn from the numpy Generator `rng`."""
+    pairs = []
+    for i in range(n):
+        prompt = [1] + rng.integers(3, 60, size=int(rng.integers(3, 8))).tolist()
+        chosen = rng.integers(60, 90, size=int(rng.integers(3, 10))).tolist() + [2]
+        rejected = rng.integers(90, 128, size=int(rng.integers(3, 10))).tolist() + [2]
+        pairs.append(TokenizedPair(f"p{i}", prompt + chosen, prompt + rejected, len(prompt), len(prompt)))
+    return pairs
