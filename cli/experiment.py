@@ -27,7 +27,8 @@ on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pair
 Wall time measured on an idle 2-core x86_64 CPU, no GPU: --quick sft-vs-dpo 7.2 min, anchor 6.3 min,
 judge-vs-generate 5.9 min. The full presets take hours (estimated from measured stage times: about 2.4, 7 and
 3.5 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
-measured so far with --report-only.
+measured so far with --report-only. The experiments overlap (the default loop is sft-vs-dpo's dpo arm,
+judge-vs-generate's arm and anchor's beta-0.1 arm): --reuse takes what another experiment already made.
 """
 
 
@@ -45,10 +46,15 @@ measured so far with --report-only.
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Labelled answer pairs (JSONL).")
 @click.option("--drift-prompts", type=click.Path(exists=True, dir_okay=False),
               help="Prompts for KL, diversity and length (JSONL; e.g. MT-Bench questions).")
+@click.option("--reuse", "reuse", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Another experiment folder (repeatable) whose finished work this one takes instead of doing it "
+                   "again: iterations of arms with the same settings and M0, and measures of the same models with "
+                   "the same measure settings (e.g. judge-vs-generate and anchor from sft-vs-dpo).")
 @click.option("--report-only", is_flag=True, help="Run nothing: write the report of the experiment folder as it "
               "stands (a stopped or still running experiment: the models measured so far).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout.")
-def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_prompts, report_only, as_json):
+def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_prompts, reuse, report_only,
+               as_json):
     from srlm_lite.experiments import data_files, plan_experiment, run_experiment
 
     target = Path(out_dir or f"runs/experiments/{name}{'-quick' if quick else ''}")
@@ -58,7 +64,7 @@ def experiment(name, quick, out_dir, iterations, data_dir, ifeval, pairs, drift_
         data = data_files(data_dir, ifeval=ifeval, pairs=pairs, drift=drift_prompts)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
-    plan = plan_experiment(name, target, quick=quick, iterations=iterations, data=data)
+    plan = plan_experiment(name, target, quick=quick, iterations=iterations, data=data, reuse=reuse)
     arms = ", ".join(plan.configs)
     err.print(f"[bold]srlm-lite experiment {name}[/bold] -> {target}  ({'quick' if quick else 'full'} preset, "
               f"{plan.iterations} iteration(s) per arm; arms: {arms})")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -309,6 +310,19 @@ def remove_temporaries(root: str | Path) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> Path:
+    """`target` becomes the same file as `source` (a hard link; a copy where links are impossible), in one rename."""
+    source, target = Path(source), Path(target)
+    tmp = target.with_name(f".{target.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -470,3 +470,124 @@ def test_one_writer_per_experiment_folder(faked, tmp_path):
         holder.kill()
         holder.wait()
     assert run_experiment(_plan(tmp_path))["arms"]  # the lock of a killed holder is taken over
+
+
+# ---------------------------------------------------------------------------------------------- --reuse
+
+def _reusing(tmp_path, name, out, source, iterations=2, measures=TINY):
+    plan = _plan(tmp_path, name, iterations=iterations, out=out)
+    plan.measures, plan.reuse = measures, (tmp_path / source,)
+    return plan
+
+
+JVG_TINY = Measures(**{**TINY.__dict__, "jvg_prompts": 2, "jvg_samples": 4, "jvg_max_tokens": 16})
+ROW_KEYS = ("kl_to_m0", "distinct_2", "mean_tokens", "ifeval_prompt_loose", "judge_accuracy", "generate_pass",
+            "recognise", "delta_logp_chosen", "delta_logp_rejected")
+
+
+def test_reuse_takes_another_experiments_iterations_and_measures_and_gives_what_a_fresh_run_gives(faked, tmp_path):
+    """judge-vs-generate after sft-vs-dpo: its arm is sft-vs-dpo's dpo arm, so both iterations and every measure
+    but its own (jvg) are linked, not made; the figures equal a fresh judge-vs-generate's."""
+    from srlm_lite.experiments.definitions import REUSED_FILE
+
+    run_experiment(_plan(tmp_path, out="a"))  # sft-vs-dpo, 2 iterations
+    fresh_plan = _plan(tmp_path, "judge-vs-generate", out="c")
+    fresh_plan.measures = JVG_TINY
+    fresh = run_experiment(fresh_plan)  # the same experiment made without --reuse
+    faked["opened"].clear()
+    reused = run_experiment(_reusing(tmp_path, "judge-vs-generate", "b", "a", measures=JVG_TINY))
+    assert [(r["iteration"], *[r.get(k) for k in ROW_KEYS]) for r in reused["arms"]["dpo"]] == \
+        [(r["iteration"], *[r.get(k) for k in ROW_KEYS]) for r in fresh["arms"]["dpo"]]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for t in (1, 2):
+        for name in ("responses.jsonl", "pairs.jsonl", "adapter/adapters.safetensors"):
+            made, taken = (run / "arms/dpo" / f"iter_{t}" / name for run in (a, b))
+            assert taken.stat().st_ino == made.stat().st_ino
+        summary = read_json(b / "arms/dpo" / f"iter_{t}" / "manifest.json")["summary"]
+        assert summary["adapter"] == str(b / "arms/dpo" / f"iter_{t}" / "adapter")  # its own paths, not a's
+    for k, folder in ((0, "M0"), (1, "dpo/M1"), (2, "dpo/M2")):
+        for name in ("ifeval_items.jsonl", "judge.json", "drift_samples.jsonl", "gallery.json"):
+            assert (b / "measures" / folder / name).stat().st_ino == (a / "measures" / folder / name).stat().st_ino
+        assert (b / "measures" / folder / "jvg.json").exists()  # its own measure: made here
+    opened = {str(spec.adapter) for spec in faked["opened"]}
+    assert not any("/arms/dpo/iter_" in o and "/b/" not in o for o in opened)  # nothing of a's opened
+    log = read_json(b / REUSED_FILE)
+    assert sorted(log["iterations"]) == ["dpo/iter_1", "dpo/iter_2"]
+    assert {"M0/ifeval", "dpo M1/judge", "dpo M2/drift"} <= set(log["measures"]) and not any(
+        key.endswith("/jvg") for key in log["measures"])
+    assert "**Reused.** 2 iteration(s)" in Path(reused["markdown"]).read_text()
+    again = run_experiment(_reusing(tmp_path, "judge-vs-generate", "b", "a", measures=JVG_TINY))
+    assert again["arms"] == reused["arms"]  # resumed: nothing taken twice, nothing changed
+
+
+def test_reuse_in_anchor_keeps_every_arm_on_the_same_first_iteration_data(faked, tmp_path):
+    """anchor after sft-vs-dpo: beta-0.1 and sft take their iteration 1 whole, beta-0.01 and beta-1 train on the
+    same data (linked), and M0 and the reused models' measures are taken."""
+    run_experiment(_plan(tmp_path, out="a", iterations=1))
+    faked["opened"].clear()
+    result = run_experiment(_reusing(tmp_path, "anchor", "b", "a", iterations=1))
+    a, b = tmp_path / "a", tmp_path / "b"
+    inode, pairs = (a / "arms/dpo/iter_1/rewards.jsonl").stat().st_ino, read_jsonl(a / "arms/dpo/iter_1/pairs.jsonl")
+    for arm in ("beta-0.01", "beta-0.1", "beta-1", "sft"):
+        assert (b / "arms" / arm / "iter_1/rewards.jsonl").stat().st_ino == inode  # sampled and judged once, in a
+        assert read_jsonl(b / "arms" / arm / "iter_1/pairs.jsonl") == pairs
+    log = read_json(b / "reused.json")
+    assert sorted(log["iterations"]) == ["beta-0.1/iter_1", "sft/iter_1"]
+    assert {"M0/judge", "beta-0.1 M1/ifeval", "sft M1/drift"} <= set(log["measures"])
+    assert not any(key.startswith(("beta-0.01", "beta-1 ")) for key in log["measures"])
+    made = json.loads((b / "arms/beta-1/iter_1/adapter/adapter.gguf").read_text())
+    assert made["beta"] == 1.0 and [r["iteration"] for r in result["arms"]["beta-1"]] == [0, 1]
+    assert all(spec.adapter is None or "/b/" in str(spec.adapter) for spec in faked["opened"])
+
+
+def test_reuse_needs_the_same_previous_model_settings_and_measure_inputs(faked, tmp_path):
+    from srlm_lite.experiments.measure import INPUTS, PARTS
+    from srlm_lite.experiments.reuse import Source, find_iteration, find_measure, settings
+
+    assert set(INPUTS) == set(PARTS)
+    assert {f for _, fields in INPUTS.values() for f in fields} == set(Measures.__dataclass_fields__)
+    run_experiment(_plan(tmp_path, out="a"))
+    found = read_json(tmp_path / "a" / "experiment.json")
+    source = Source(tmp_path / "a", {arm: v["config"] for arm, v in found["arms"].items()},
+                    found["measures"], found["data"])
+    config = found["arms"]["dpo"]["config"]
+    sha = read_json(tmp_path / "a/arms/dpo/iter_1/manifest.json")["model_sha256"]
+    target = tmp_path / "t"
+    assert find_iteration([source], config, target, 1, sha) == tmp_path / "a/arms/dpo"
+    assert find_iteration([source], config, target, 1, "another model") is None
+    assert find_iteration([source], {**config, "seed": 1}, target, 1, sha) is None
+    assert find_iteration([source], {**config, "iterations": 9}, target, 1, sha) == tmp_path / "a/arms/dpo"
+    (target / "iter_1" / "adapter").mkdir(parents=True)  # the target made its own M1, with other bytes
+    (target / "iter_1" / "adapter" / "adapters.safetensors").write_text("other weights")
+    (target / "iter_1" / "adapter" / "adapter.gguf").write_text("other weights")
+    assert find_iteration([source], config, target, 2, sha) is None  # M1 differs: its iteration 2 is not ours
+    assert find_iteration([source], config, target, 1, sha) is None  # begun here: never replaced
+    measures = found["measures"]
+    assert find_measure([source], "ifeval", config, 0, measures, found["data"], None, sha) == tmp_path / "a/measures/M0"
+    assert find_measure([source], "ifeval", {**config, "train": {}}, 0, measures, found["data"], None, sha)
+    assert find_measure([source], "ifeval", config, 0, {**measures, "ifeval_prompts": 9}, found["data"], None,
+                        sha) is None
+    assert find_measure([source], "judge", config, 0, {**measures, "ifeval_prompts": 9}, found["data"], None, sha)
+    assert find_measure([source], "judge", config, 0, measures, {**found["data"], "pairs": "other.jsonl"}, None,
+                        sha) is None
+    assert find_measure([source], "judge", config, 1, measures, found["data"], target, sha) is None  # other M1
+    assert settings(config, 0) == {k: v for k, v in config.items() if k not in ("iterations", "train")}
+
+
+def test_reuse_refuses_a_folder_that_is_not_another_experiment(faked, tmp_path):
+    run_experiment(_plan(tmp_path, out="a", iterations=1))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no experiment there"):
+        run_experiment(_reusing(tmp_path, "judge-vs-generate", "b", "empty", iterations=1))
+    assert not (tmp_path / "b").exists() or not (tmp_path / "b" / "experiment.json").exists()  # refused first
+    with pytest.raises(ValueError, match="own folder"):
+        run_experiment(_reusing(tmp_path, "sft-vs-dpo", "a", "a", iterations=1))
+    from click.testing import CliRunner
+
+    from srlm_lite.cli.main import cli
+
+    files = [f"--{flag}={tmp_path / name}" for flag, name in (("ifeval", "ifeval.jsonl"), ("pairs", "pairs.jsonl"),
+                                                                ("drift-prompts", "drift.jsonl"))]
+    bad = CliRunner().invoke(cli, ["experiment", "judge-vs-generate", "--iterations", "1", "--out", str(tmp_path / "c"),
+                                   *files, "--reuse", str(tmp_path / "empty")])
+    assert bad.exit_code == 2 and "no experiment there" in bad.output and "Traceback" not in bad.output

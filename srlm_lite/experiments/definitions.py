@@ -13,6 +13,7 @@ from ..errors import InputError
 DATA_FILES = {"ifeval": "ifeval/dev.jsonl", "pairs": "alpaca_eval_prefs/dev.jsonl", "drift": "mt_bench/question.jsonl"}
 PLAN_FILE = "experiment.json"  # what was asked: arms, configs, measures, data (written first)
 RESULTS_FILE = "results.json"  # the figures `--json` prints (written with the report)
+REUSED_FILE = "reused.json"  # what was taken from other experiments (--reuse), and from where
 
 @dataclass(frozen=True)
 class Measures:

@@ -24,6 +24,15 @@ from .definitions import Measures
 from .drift import answer_stats, kl_estimate
 
 PARTS = ("gallery", "ifeval", "judge", "jvg", "drift")
+# What each part depends on besides the model and the arm's settings: its data file and its fields of Measures (a
+# measure another experiment made with the same ones is reused: reuse.py)
+INPUTS = {
+    "gallery": ("drift", ("drift_prompts", "gallery_prompts", "gallery_max_tokens")),
+    "ifeval": ("ifeval", ("ifeval_prompts", "ifeval_max_tokens")),
+    "judge": ("pairs", ("judge_pairs",)),
+    "jvg": ("ifeval", ("jvg_prompts", "jvg_samples", "jvg_max_tokens")),
+    "drift": ("drift", ("drift_prompts", "drift_samples", "drift_max_tokens")),
+}
 GROUP = 4  # prompts whose candidates are sampled together (16 sequences at N = 4)
 
 

@@ -38,6 +38,8 @@ def write_experiment_report(out: str | Path, results: dict) -> dict:
     doc.p(_settings(plan))
     if results.get("unfinished"):
         doc.p(f"**Unfinished.** {results['unfinished']}")
+    if results.get("reused"):
+        doc.p(_reused(results["reused"]))
     doc.table(["arm", "what it is"], [[name, arm["label"]] for name, arm in plan["arms"].items()])
     doc.h(2, "What the figures say")
     for line in headline(arms):
@@ -53,6 +55,14 @@ def write_experiment_report(out: str | Path, results: dict) -> dict:
     md = write_text_atomic(target / "report.md", doc.markdown())
     page = write_text_atomic(target / "report.html", doc.html(f"srlm-lite experiment: {results['experiment']}"))
     return {"markdown": md, "html": page, "plots": plots}
+
+
+def _reused(reused: dict) -> str:
+    """What was taken from other experiments (`--reuse`), said once: which iterations and measures."""
+    iterations, measures = sorted(reused.get("iterations", {})), sorted(reused.get("measures", {}))
+    return (f"**Reused.** {len(iterations)} iteration(s) ({', '.join(iterations) or 'none'}) and {len(measures)} "
+            f"measure(s) ({', '.join(measures) or 'none'}) were taken from work another experiment had finished with "
+            f"the same model, seed and settings, instead of being made again (reused.json names the folders).")
 
 
 def headline(arms: dict[str, list[dict]]) -> list[str]:

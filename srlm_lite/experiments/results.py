@@ -8,7 +8,7 @@ from pathlib import Path
 from ..records import read_json, read_jsonl
 from ..runs import iteration_dir
 from ..training import SUMMARY_FILE
-from .definitions import PLAN_FILE
+from .definitions import PLAN_FILE, REUSED_FILE
 
 
 def load_results(out: str | Path) -> dict:
@@ -31,8 +31,10 @@ def load_results(out: str | Path) -> dict:
             if "gallery" in parts:
                 gallery.setdefault(arm, {})[k] = parts["gallery"]["answers"]
         arms[arm] = rows
+    reused = out / REUSED_FILE
     return {"experiment": plan["experiment"], "preset": plan["preset"], "iterations": plan["iterations"],
-            "arms": arms, "gallery": gallery, "paired": paired_comparisons(out, arms), "plan": plan}
+            "arms": arms, "gallery": gallery, "paired": paired_comparisons(out, arms), "plan": plan,
+            "reused": read_json(reused) if reused.exists() else {}}
 
 
 def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:

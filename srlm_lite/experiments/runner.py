@@ -37,6 +37,7 @@ class Plan:
     data: DataFiles
     configs: dict[str, RunConfig]
     measures: Measures
+    reuse: tuple[Path, ...] = ()  # other experiment folders whose finished work this one takes (reuse.py)
 
     def arm_dir(self, arm: str) -> Path:
         return self.out / "arms" / arm
@@ -46,15 +47,18 @@ class Plan:
 
 
 def plan_experiment(name: str, out: str | Path, *, quick: bool = False, iterations: int | None = None,
-                    data: DataFiles, base: RunConfig | None = None, measures: Measures | None = None) -> Plan:
+                    data: DataFiles, base: RunConfig | None = None, measures: Measures | None = None,
+                    reuse: tuple[str | Path, ...] = ()) -> Plan:
     """The plan of experiment `name` (preset full or quick; `iterations` overrides the preset's; `base` and
-    `measures`, for tests and scripts, replace the defaults under the preset's loop settings and its measures)."""
+    `measures`, for tests and scripts, replace the defaults under the preset's loop settings and its measures;
+    `reuse`: experiment folders whose finished iterations and measures are taken instead of made again)."""
     exp = experiment(name)
     preset = exp.preset(quick)
     if iterations is not None and iterations < 1:
         raise ValueError("iterations must be >= 1")
     configs = {arm.name: arm_config(preset, arm, iterations, base) for arm in exp.arms}
-    return Plan(exp, quick, iterations or preset.iterations, Path(out), data, configs, measures or preset.measures)
+    return Plan(exp, quick, iterations or preset.iterations, Path(out), data, configs, measures or preset.measures,
+                tuple(Path(folder) for folder in reuse))
 
 
 def describe(plan: Plan) -> dict:
@@ -122,34 +126,65 @@ def _run_locked(plan: Plan, hooks: Hooks) -> dict:
     from ..loop import iterate
 
     started = time.perf_counter()
+    reuser = _reuser(plan, hooks)  # a --reuse folder that is not another experiment: refused before anything
     check_plan(plan)
     first = plan.configs[plan.experiment.arms[0].name]
     m0 = model_spec(first, start_adapter(first), "M0")
+    reuser.measure("M0", to_dict(first), 0, None, plan.measure_dir("", 0))
     measure_model(Target(m0, m0, 0, first, plan.measure_dir("", 0), "M0"), plan.measures, plan.data, hooks)
     for k in range(1, plan.iterations + 1):
         for index, arm in enumerate(plan.experiment.arms):
-            config = plan.configs[arm.name]
-            if k == 1:
-                _share_data(plan, index, hooks)
-            iterate(config, plan.arm_dir(arm.name), resume=True, hooks=arm_hooks(hooks, arm.name), until=k)
-            target = Target(model_for_iteration(plan.arm_dir(arm.name), k), m0, k, config,
-                            plan.measure_dir(arm.name, k), f"{arm.name} M{k}")
+            config, run, label = plan.configs[arm.name], plan.arm_dir(arm.name), f"{arm.name} M{k}"
+            peer = _data_peer(plan, index)
+            if not reuser.iteration(arm.name, to_dict(config), run, k, peer if k == 1 else None) and k == 1:
+                _share_data(plan, index, peer, reuser, hooks)
+            iterate(config, run, resume=True, hooks=arm_hooks(hooks, arm.name), until=k)
+            reuser.measure(label, to_dict(config), k, run, plan.measure_dir(arm.name, k))
+            target = Target(model_for_iteration(run, k), m0, k, config, plan.measure_dir(arm.name, k), label)
             measure_model(target, plan.measures, plan.data, hooks)
     return finish(plan, time.perf_counter() - started)
 
 
-def _share_data(plan: Plan, index: int, hooks: Hooks) -> None:
-    """Arm `index` starts from the iteration-1 data of the first earlier arm that differs from it only in training
-    (that arm's iteration 1 is done by now); nothing when there is none or the data is linked already."""
+def _data_peer(plan: Plan, index: int) -> Path | None:
+    """The run of the first earlier arm that differs from arm `index` only in training (its iteration-1 data is the
+    one this arm trains on), or None."""
+    config = plan.configs[plan.experiment.arms[index].name]
+    earlier = plan.experiment.arms[:index]
+    return next((plan.arm_dir(a.name) for a in earlier if shares_data(plan.configs[a.name], config)), None)
+
+
+def _share_data(plan: Plan, index: int, peer: Path | None, reuser, hooks: Hooks) -> None:
+    """Arm `index` starts from its peer's iteration-1 data (that arm's iteration 1 is done by now), else, for the
+    first arm, from a reused experiment's arm that differs only in training; nothing when there is none or the data
+    is linked already."""
     from .share import share_first_iteration
 
     arm = plan.experiment.arms[index]
-    config = plan.configs[arm.name]
-    source = next((a.name for a in plan.experiment.arms[:index] if shares_data(plan.configs[a.name], config)), None)
+    source = peer or reuser.first_data(arm.name, to_dict(plan.configs[arm.name]), plan.arm_dir(arm.name))
     if source:
-        linked = share_first_iteration(plan.arm_dir(source), plan.arm_dir(arm.name))
+        linked = share_first_iteration(source, plan.arm_dir(arm.name))
         if linked:
             hooks.say(f"{arm.name}: iteration 1 starts from {source}'s data ({', '.join(linked)})")
+
+
+def _reuser(plan: Plan, hooks: Hooks):
+    """The reused experiments (`plan.reuse`), checked: each must be another experiment folder."""
+    from ..runs import base_model, model_sha256
+    from .reuse import Reuser, Source
+
+    sources = []
+    for folder in plan.reuse:
+        if not (folder / PLAN_FILE).is_file():
+            raise InputError(f"--reuse {folder}: no experiment there (no {PLAN_FILE})")
+        if folder.resolve() == plan.out.resolve():
+            raise InputError(f"--reuse {folder} is this experiment's own folder")
+        found = _decisive(read_json(folder / PLAN_FILE))
+        sources.append(Source(folder, {arm: v["config"] for arm, v in found["arms"].items()}, found["measures"],
+                              found["data"]))
+    wanted = describe(plan)
+    first = plan.configs[plan.experiment.arms[0].name]
+    return Reuser(plan.out, sources, wanted["measures"], wanted["data"], lambda: model_sha256(base_model(first)),
+                  hooks.say)
 
 
 def report_so_far(out: str | Path) -> dict:

@@ -6,10 +6,9 @@ the same pairs."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
+from ..records import link_or_copy
 from ..runs import iteration_dir
 from ..stages import FILES, STAGES
 
@@ -31,16 +30,6 @@ def share_first_iteration(source_run: Path, target_run: Path) -> list[str]:
         if (target / name).exists():
             continue
         target.mkdir(parents=True, exist_ok=True)
-        _link(source / name, target / name)
+        link_or_copy(source / name, target / name)
         linked.append(name)
     return linked
-
-
-def _link(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
