@@ -87,7 +87,8 @@ EXPERIMENTS: dict[str, Experiment] = {
          Arm("beta-0.1", {"train.beta": 0.1}, "DPO, beta 0.1 (the paper's)"),
          Arm("beta-1", {"train.beta": 1.0}, "DPO, beta 1.0 (a tight anchor)"),
          Arm("sft", SFT.overrides, "SFT on the chosen answers: no anchor at all")),
-        full=Preset(iterations=5, measures=Measures(ifeval_prompts=40, judge_pairs=60)),  # 21 models to measure
+        # 21 models to measure, with sft-vs-dpo's measures: its dpo and sft arms' models are this one's (--reuse)
+        full=Preset(iterations=5),
         quick=Preset(iterations=2, loop={"instructions.num_prompts": 4, "responses.max_tokens": 64},
                      measures=dataclasses.replace(QUICK, drift_prompts=4, drift_max_tokens=64, ifeval_prompts=4,
                                                   ifeval_max_tokens=96, judge_pairs=6, gallery_prompts=1,
