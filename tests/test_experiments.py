@@ -503,8 +503,9 @@ def test_reuse_takes_another_experiments_iterations_and_measures_and_gives_what_
         for name in ("responses.jsonl", "pairs.jsonl", "adapter/adapters.safetensors"):
             made, taken = (run / "arms/dpo" / f"iter_{t}" / name for run in (a, b))
             assert taken.stat().st_ino == made.stat().st_ino
-        summary = read_json(b / "arms/dpo" / f"iter_{t}" / "manifest.json")["summary"]
-        assert summary["adapter"] == str(b / "arms/dpo" / f"iter_{t}" / "adapter")  # its own paths, not a's
+        manifest = read_json(b / "arms/dpo" / f"iter_{t}" / "manifest.json")
+        assert manifest["summary"]["adapter"] == str(b / "arms/dpo" / f"iter_{t}" / "adapter")  # its paths, not a's
+        assert manifest["reused_from"] == str(a / "arms/dpo" / f"iter_{t}")
     for k, folder in ((0, "M0"), (1, "dpo/M1"), (2, "dpo/M2")):
         for name in ("ifeval_items.jsonl", "judge.json", "drift_samples.jsonl", "gallery.json"):
             assert (b / "measures" / folder / name).stat().st_ino == (a / "measures" / folder / name).stat().st_ino

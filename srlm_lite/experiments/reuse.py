@@ -103,8 +103,10 @@ def link_iteration(source_run: Path, target_run: Path, k: int) -> None:
         dest = staging / path.relative_to(source)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".json":
-            write_text_atomic(dest, json.dumps(_rebase(json.loads(path.read_text()), recorded, str(target_run)),
-                                               indent=2))
+            found = _rebase(json.loads(path.read_text()), recorded, str(target_run))
+            if path == source / MANIFEST:
+                found["reused_from"] = str(source)  # made there, by the settings recorded in it
+            write_text_atomic(dest, json.dumps(found, indent=2))
         else:
             link_or_copy(path, dest)
     if target.exists():
