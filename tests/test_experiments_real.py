@@ -55,6 +55,26 @@ def test_real_sft_vs_dpo_tiny(real_model_path, data, tmp_path):
     again = run_experiment(plan)  # resumed when finished: nothing made again (no record file rewritten)
     assert again["arms"] == result["arms"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "exp").rglob("*.jsonl")} == mtimes
+    _judge_vs_generate_reusing(tmp_path, data, base, result)
+
+
+def _judge_vs_generate_reusing(tmp_path, data, base, source_result):
+    """judge-vs-generate --reuse of the experiment above: its arm is that dpo arm, so iteration 1 and every measure
+    but judge-vs-generate's own are taken (linked), and M1 is measured through the linked adapter."""
+    measures = Measures(**{**MEASURES.__dict__, "jvg_prompts": 2})
+    plan = plan_experiment("judge-vs-generate", tmp_path / "jvg", iterations=1, data=data, base=base,
+                           measures=measures, reuse=(tmp_path / "exp",))
+    result = run_experiment(plan)
+    made, taken = (tmp_path / "exp" / "arms" / "dpo" / "iter_1", tmp_path / "jvg" / "arms" / "dpo" / "iter_1")
+    for name in ("responses.jsonl", "adapter/adapter.gguf", "adapter/adapters.safetensors"):
+        assert (taken / name).stat().st_ino == (made / name).stat().st_ino
+    assert read_json(taken / "manifest.json")["reused_from"] == str(made)
+    assert sorted(read_json(tmp_path / "jvg" / "reused.json")["measures"]) == sorted(
+        f"{m}/{part}" for m in ("M0", "dpo M1") for part in ("drift", "gallery", "ifeval", "judge"))
+    for row, source in zip(result["arms"]["dpo"], source_result["arms"]["dpo"]):
+        shared = ("kl_to_m0", "ifeval_prompt_loose", "judge_accuracy", "delta_logp_rejected")
+        assert {k: row.get(k) for k in shared} == {k: source.get(k) for k in shared}
+        assert row["jvg_prompts"] == 2 and 0 <= row["generate_pass"] <= row["oracle_pass"] <= 1
 
 
 def test_real_kl_of_a_model_against_itself_is_exactly_zero(real_model_path, data, tmp_path):
