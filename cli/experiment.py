@@ -26,10 +26,10 @@ on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pair
 \b
 Wall time measured on an idle 2-core x86_64 CPU, no GPU: --quick sft-vs-dpo 7.2 min, anchor 6.3 min,
 judge-vs-generate 5.9 min. The full presets take hours (estimated from measured stage times: about 2.4, 7.5 and
-3.5 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
+4 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
 measured so far with --report-only. The experiments overlap (the default loop is sft-vs-dpo's dpo arm,
 judge-vs-generate's arm and anchor's beta-0.1 arm): --reuse takes what another experiment already made (after a
-full sft-vs-dpo, about 1.3 hours for judge-vs-generate and 5 for anchor).
+full sft-vs-dpo, about 3 hours for judge-vs-generate and 5 for anchor).
 """
 
 

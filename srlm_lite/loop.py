@@ -14,7 +14,7 @@ from .lock import run_lock
 from .records import ensure_dir, file_sha256, read_json, remove_temporaries, write_json_atomic
 from .runs import (ADAPTER_DIR, CONFIG_FILE, GGUF_ADAPTER, MANIFEST, MLX_ADAPTER, RunPaths, completed_iterations,
                    is_complete, iteration_dir, model_spec, prepare_run, provenance, run_config, start_adapter)
-from .stages import STAGES
+from .stages import FILES, STAGES
 from .stages.context import IterationContext
 from .stages.instructions import seed_pool
 from .training import CHECKPOINT_FILE
@@ -113,8 +113,9 @@ def check_same_model(out: Path, sha256: str) -> None:
 def run_iteration(config: RunConfig, paths: RunPaths, t: int, adapter_dir: Path | None, hooks: Hooks) -> dict:
     """One M_t -> M_{t+1} step: instructions, responses, judge, pairs with M_t; DPO; export for the sampler."""
     ctx = IterationContext(config, paths, t, model_spec(config, adapter_dir, f"M{t - 1}"), hooks)
-    hooks.say(f"iteration {t}: sampling and judging with {adapter_dir or 'M0 (the base model)'} "
-              f"({config.model.backend})")
+    made = (ctx.dir / FILES["pairs"]).exists()  # resumed after the pairs, or linked from another arm: training only
+    hooks.say(f"iteration {t}: {'pairs already made; training' if made else 'sampling and judging'} with "
+              f"{adapter_dir or 'M0 (the base model)'} ({config.model.backend})")
     stats, seconds = {}, {}
     for stage in STAGES:
         started = time.perf_counter()

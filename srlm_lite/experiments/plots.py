@@ -118,6 +118,8 @@ def plot_jvg(rows: list[dict], path: Path) -> Path:
         right.legend(loc="lower left")
     for ax in (left, right):
         ax.set_xticks(ks, [f"M{k}" for k in ks])
+        if ks:
+            ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)  # one model alone keeps its points beside its tick
     return _save(fig, path)
 
 
