@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..records import file_sha256, link_or_copy, read_json, write_json_atomic, write_text_atomic
 from ..runs import ADAPTER_DIR, GGUF_ADAPTER, MANIFEST, MLX_ADAPTER, is_complete, iteration_dir
+from ..stages import FILES
 from .definitions import REUSED_FILE
 from .measure import INPUTS
 
@@ -223,7 +224,5 @@ class Reuser:
 
 
 def _same_data(peer_run: Path, source_run: Path) -> bool:
-    from ..stages import FILES
-
     a, b = (iteration_dir(run, 1) / FILES["pairs"] for run in (peer_run, source_run))
     return a.exists() and b.exists() and _same_file(a, b)
