@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import RunConfig, load
 from ..errors import InputError
@@ -14,6 +15,16 @@ DATA_FILES = {"ifeval": "ifeval/dev.jsonl", "pairs": "alpaca_eval_prefs/dev.json
 PLAN_FILE = "experiment.json"  # what was asked: arms, configs, measures, data (written first)
 RESULTS_FILE = "results.json"  # the figures `--json` prints (written with the report)
 REUSED_FILE = "reused.json"  # what was taken from other experiments (--reuse), and from where
+
+
+def arm_dir(out: Path, arm: str) -> Path:
+    """An experiment folder's run directory of one arm."""
+    return Path(out) / "arms" / arm
+
+
+def measure_dir(out: Path, arm: str, k: int) -> Path:
+    """An experiment folder's measures of M_k of one arm (M0, the common starting model, once for every arm)."""
+    return Path(out) / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
 
 @dataclass(frozen=True)
 class Measures:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..records import read_json, read_jsonl
 from ..runs import iteration_dir
 from ..training import SUMMARY_FILE
-from .definitions import PLAN_FILE, REUSED_FILE
+from .definitions import PLAN_FILE, REUSED_FILE, arm_dir, measure_dir
 
 
 def load_results(out: str | Path) -> dict:
@@ -20,13 +20,13 @@ def load_results(out: str | Path) -> dict:
     for arm in plan["arms"]:
         rows = []
         for k in range(plan["iterations"] + 1):
-            folder = out / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
+            folder = measure_dir(out, arm, k)
             parts = _parts(folder)
             if not parts:
                 continue
             row = model_row(k, parts)
             if k:
-                row.update(training_row(iteration_dir(out / "arms" / arm, k), plan["arms"][arm]["config"]))
+                row.update(training_row(iteration_dir(arm_dir(out, arm), k), plan["arms"][arm]["config"]))
             rows.append(row)
             if "gallery" in parts:
                 gallery.setdefault(arm, {})[k] = parts["gallery"]["answers"]
@@ -43,9 +43,6 @@ def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:
     pairs (difference in judge accuracy)."""
     from ..evals.paired import paired_ifeval, paired_judge
 
-    def folder(arm: str, k: int) -> Path:
-        return out / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
-
     last = {arm: rows[-1]["iteration"] for arm, rows in arms.items() if rows and rows[-1]["iteration"] > 0}
     names = list(last)
     wanted = [((arm, last[arm]), ("", 0)) for arm in names]
@@ -54,7 +51,8 @@ def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:
     for (arm_a, k_a), (arm_b, k_b) in wanted:
         items = {}
         for kind in ("ifeval", "judge"):
-            paths = [folder(arm_a, k_a) / f"{kind}_items.jsonl", folder(arm_b, k_b) / f"{kind}_items.jsonl"]
+            paths = [measure_dir(out, arm_a, k_a) / f"{kind}_items.jsonl",
+                     measure_dir(out, arm_b, k_b) / f"{kind}_items.jsonl"]
             if all(path.exists() for path in paths):
                 a, b = (read_jsonl(path) for path in paths)
                 items[kind] = paired_ifeval(a, b)["all"] if kind == "ifeval" else paired_judge(a, b)

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..records import file_sha256, link_or_copy, read_json, write_json_atomic, write_text_atomic
 from ..runs import ADAPTER_DIR, GGUF_ADAPTER, MANIFEST, MLX_ADAPTER, is_complete, iteration_dir
 from ..stages import FILES
-from .definitions import REUSED_FILE
+from .definitions import REUSED_FILE, arm_dir, measure_dir
 from .measure import INPUTS
 
 
@@ -39,10 +39,10 @@ class Source:
     data: dict[str, str]
 
     def arm_dir(self, arm: str) -> Path:
-        return self.out / "arms" / arm
+        return arm_dir(self.out, arm)
 
     def measure_dir(self, arm: str, k: int) -> Path:
-        return self.out / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
+        return measure_dir(self.out, arm, k)
 
 
 def settings(config: dict, k: int) -> dict:

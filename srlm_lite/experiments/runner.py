@@ -22,7 +22,8 @@ from ..hooks import Hooks
 from ..lock import LOCK_FILE, run_lock
 from ..records import read_json, write_json_atomic
 from ..runs import MANIFEST, model_for_iteration, model_spec, start_adapter
-from .definitions import PLAN_FILE, RESULTS_FILE, Experiment, Measures, arm_config, experiment, shares_data
+from .definitions import (PLAN_FILE, RESULTS_FILE, Experiment, Measures, arm_config, arm_dir, experiment,
+                          measure_dir, shares_data)
 from .measure import DataFiles, Target, measure_model
 
 
@@ -40,10 +41,10 @@ class Plan:
     reuse: tuple[Path, ...] = ()  # other experiment folders whose finished work this one takes (reuse.py)
 
     def arm_dir(self, arm: str) -> Path:
-        return self.out / "arms" / arm
+        return arm_dir(self.out, arm)
 
     def measure_dir(self, arm: str, k: int) -> Path:
-        return self.out / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
+        return measure_dir(self.out, arm, k)
 
 
 def plan_experiment(name: str, out: str | Path, *, quick: bool = False, iterations: int | None = None,
