@@ -12,7 +12,7 @@ from srlm_lite.evals.scheduled import H2H_MAX_TOKENS, IFEVAL_MAX_TOKENS
 from srlm_lite.judging import JUDGE_MODES, POINTWISE_MODES, verdicts_per_answer
 from srlm_lite.rewards import SOURCES as REWARD_SOURCE_NAMES
 
-from .options import SERVER_SETTINGS, choice, config_options, overrides
+from .options import REWARD_WEIGHTS, SERVER_SETTINGS, choice, config_options, overrides
 from .ui import err, out, print_json_last, progress_hooks
 
 
@@ -34,12 +34,17 @@ def _engine_options(command):
 
 
 def _with_engine(config, settings: dict):
-    """`config` with the engine flags given on the command line (None = not given: the run's own settings)."""
+    """`config` with the settings given on the command line, the engine's and others (None = not given: the run's
+    own settings)."""
     from srlm_lite.config import ConfigError, from_dict
 
-    given = {key.split(".", 1)[1]: value for key, value in overrides(settings).items() if value is not None}
+    given: dict[str, dict] = {}
+    for key, value in overrides(settings).items():
+        if value is not None:
+            section, name = key.split(".", 1)
+            given.setdefault(section, {})[name] = value
     try:
-        return from_dict({"model": given}, config) if given else config
+        return from_dict(given, config) if given else config
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -299,6 +304,7 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, 
 @click.option("--max-tokens", type=click.IntRange(min=1), default=IFEVAL_MAX_TOKENS, show_default=True,
               help="Token limit of a candidate.")
 @click.option("--pairs-limit", type=click.IntRange(min=1), help="Only the first N labelled pairs.")
+@config_options("reward.implicit_beta", "reward.length_penalty", *REWARD_WEIGHTS)
 @_model_options
 @_common_options
 def reward_command(prompts_file, pairs_file, source, judge_mode, samples, max_tokens, pairs_limit, run_dir, iteration,

@@ -10,7 +10,7 @@ import click
 from srlm_lite.config import ConfigError
 from srlm_lite.models.gguf import UnsupportedModelError
 
-from .options import SERVER_SETTINGS, config_options, overrides
+from .options import REWARD_WEIGHTS, SERVER_SETTINGS, config_options, overrides
 from .ui import err, eval_table, out, print_json_last, progress_hooks, summary_table
 
 SETTINGS = ("model.path", "model.backend", "model.chat_template", "model.mlx_bits", "iterations",
@@ -18,7 +18,7 @@ SETTINGS = ("model.path", "model.backend", "model.chat_template", "model.mlx_bit
             "reward.consistency", "reward.length_penalty", "responses.max_tokens", "train.epochs",
             "train.learning_rate", "train.objective", "train.loss", "train.length_normalize", "pairs.min_score_gap",
             "pairs.length_tie_break", "eval.limit", "seed",
-            "instructions.seed_file", "train.hosts") + SERVER_SETTINGS
+            "instructions.seed_file", "train.hosts") + REWARD_WEIGHTS + SERVER_SETTINGS
 
 
 @click.command()

@@ -15,6 +15,9 @@ PREFIX = "setting__"
 # the server engine's settings (`--backend openai`): offered by iterate and every eval command
 SERVER_SETTINGS = ("model.base_url", "model.api_key_env", "model.concurrency", "model.serve_local", "model.server",
                    "model.served_model")
+# how the reward sources combine their parts (`--reward verify` / `mix`): offered by iterate and `eval reward`
+REWARD_WEIGHTS = ("reward.tie_break", "reward.mix_judge", "reward.mix_implicit", "reward.mix_verify",
+                  "reward.mix_length")
 
 
 def option_for(dotted: str):

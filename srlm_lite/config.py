@@ -187,6 +187,8 @@ class RewardConfig:
     mix_judge: float = _opt(1.0, "mix: weight of the standardised judge score")
     mix_implicit: float = _opt(1.0, "mix: weight of the standardised implicit reward")
     mix_verify: float = _opt(1.0, "mix: weight of the standardised share of constraints met")
+    mix_length: float = _opt(0.0, "mix: weight of the standardised answer length in characters (negative: shorter "
+                             "answers preferred, against the judge's and the constraints' pull toward length)")
 
 
 @dataclass

@@ -37,6 +37,30 @@ def test_standardized_and_mixed():
     assert mixed([{"judge": 1.0}, {"judge": None}], {"judge": 1.0}) == [0.0, None]
 
 
+def test_mix_with_a_length_weight_prefers_shorter_answers_among_equals():
+    rows = [{"judge": 3.0, "length": 10}, {"judge": 3.0, "length": 20}, {"judge": 3.0, "length": 30}]
+    assert group_rewards("mix", rows, weights={"judge": 1.0, "length": -1.0}) == pytest.approx(
+        [1.224745, 0.0, -1.224745], abs=1e-6)  # the judge ties (z = 0); length alone orders them, shortest first
+    rows[2]["judge"] = 5.0  # z(judge) = [-0.707107, -0.707107, 1.414214]: the long answer's judge gain wins at -0.5
+    assert group_rewards("mix", rows, weights={"judge": 1.0, "length": -0.5}) == pytest.approx(
+        [-0.707107 + 0.612372, -0.707107, 1.414214 - 0.612372], abs=2e-6)
+    assert group_rewards("mix", rows, weights={"judge": 1.0, "length": 0.0}) == pytest.approx(
+        [-0.707107, -0.707107, 1.414214], abs=1e-6)  # weight 0: length left out
+
+
+def test_needed_components_leave_out_what_the_mix_does_not_weigh():
+    from srlm_lite.config import load
+    from srlm_lite.rewards import needed_components
+    from srlm_lite.rewards.verify import uses_verify
+
+    assert needed_components(load(overrides={"reward.source": "mix"}).reward) == ("judge", "implicit", "verify")
+    lean = load(overrides={"reward.source": "mix", "reward.mix_implicit": 0.0, "reward.mix_length": -0.5})
+    assert needed_components(lean.reward) == ("judge", "verify", "length")  # no log-probs measured
+    assert needed_components(load(overrides={"reward.source": "verify"}).reward) == ("judge", "verify")
+    no_verify = load(overrides={"reward.source": "mix", "reward.mix_verify": 0.0})
+    assert not uses_verify(no_verify) and uses_verify(lean)  # no constraints added where none are weighed
+
+
 def test_group_rewards_per_source():
     rows = [{"judge": 4.0, "implicit": -1.0, "met": [True, False]}, {"judge": 2.0, "implicit": 0.5, "met": [True, True]}]
     assert group_rewards("judge", rows) == [4.0, 2.0]

@@ -80,3 +80,18 @@ def test_signal_check_command(tmp_path, real_model_path):
     assert found["prompts_checked"] == 3 and found["pairs_n"] == 4
     assert found["reward"] == "mix" and found["judge_mode"] == "yesno"
     assert all(0.0 <= found[k] <= 1.0 for k in ("best_of_n", "random_of_n", "worst_of_n", "pairs_accuracy"))
+
+
+def test_signal_check_of_a_length_only_mix_ranks_shortest_first(tmp_path, real_model_path):
+    if not DATA.exists():
+        pytest.skip("../shared/data is not beside the project")
+    # the mix weights as flags: only the length weighed (negative), so the reward orders candidates shortest first
+    done = _cli("eval", "reward", "--reward", "mix", "--mix-judge", "0", "--mix-implicit", "0", "--mix-verify", "0",
+                "--mix-length", "-1", "--prompts", str(DATA / "ifeval" / "dev.jsonl"), "--limit", "2",
+                "--samples", "3", "--max-tokens", "24", "--out", str(tmp_path / "items.jsonl"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["prompts_checked"] == 2 and found["length_spearman"] < 0
+    for item in read_jsonl(tmp_path / "items.jsonl"):
+        by_reward = sorted(item["candidates"], key=lambda c: -c["reward"])
+        assert [c["length"] for c in by_reward] == sorted(c["length"] for c in item["candidates"])

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..judging import judge_format, score_response
 from ..engines.base import complete_n
-from ..rewards import REWARD_SOURCES, group_rewards, mix_weights
+from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components
 from ..rewards.combine import implicit_reward, normalized_likelihood
 from ..rewards.signal import signal
 from ..seeds import derive_seed
@@ -25,7 +25,8 @@ class RewardModel:
     def __init__(self, engine, config, previous=None):
         self.engine, self.previous, self.config = engine, previous, config
         self.source = REWARD_SOURCES[config.reward.source]
-        if "judge" in self.source.components and not judge_format(config.judge.mode).pointwise:
+        self.needed = needed_components(config.reward)
+        if "judge" in self.needed and not judge_format(config.judge.mode).pointwise:
             raise ValueError(f"the reward check scores answers one by one: judge mode {config.judge.mode!r} "
                              f"compares them in pairs; use expected, forced, sampled or yesno")
 
@@ -34,14 +35,16 @@ class RewardModel:
         components = []
         for k, (response, met) in enumerate(zip(responses, checks)):
             found: dict = {}
-            if "judge" in self.source.components:
+            if "judge" in self.needed:
                 seeds = [derive_seed(self.config.seed, "eval-reward", key, k, j)
                          for j in range(self.config.judge.judge_samples)]
                 found["judge"] = score_response(self.engine, instruction, response, self.config.judge, seeds)["score"]
-            if "implicit" in self.source.components:
+            if "implicit" in self.needed:
                 found["implicit"] = self._implicit(instruction, response)
-            if met is not None and "verify" in self.source.components:
+            if met is not None and "verify" in self.needed:
                 found["met"] = met
+            if "length" in self.needed:
+                found["length"] = len(response)
             components.append(found)
         reward = self.config.reward
         return group_rewards(self.source.name, components, tie_break=reward.tie_break, weights=mix_weights(reward))

@@ -7,7 +7,8 @@ built from. Adding a source touches this table (and its module).
   the starting model (or, started with --init, the starting model against the base);
 - verify: the share of the prompt's verifiable constraints a response meets (IFEval's checkers), the judge score as
   the tie-break; prompts without constraints are ranked by the judge;
-- mix: a weighted sum of the above, each standardised within the prompt's candidates.
+- mix: a weighted sum of the above and of the answer's length, each standardised within the prompt's candidates
+  (a negative length weight prefers shorter answers).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .constraints import FAMILIES, HELD_OUT_FAMILIES, TRAIN_FAMILIES
 class RewardSource:
     name: str
     help: str
-    components: tuple[str, ...]  # what must be measured for it: judge, implicit, verify
+    components: tuple[str, ...]  # what must be measured for it: judge, implicit, verify, length
     rule: Callable  # (components of a prompt's candidates, tie_break, weights) -> their rewards (pure)
 
 
@@ -34,15 +35,27 @@ REWARD_SOURCES = {
                              "(length-normalised log-likelihood in the first iteration)", ("implicit",), implicit_rule),
     "verify": RewardSource("verify", "the share of the prompt's verifiable constraints met (IFEval's checks), the "
                            "judge as the tie-break", ("judge", "verify"), verify_rule),
-    "mix": RewardSource("mix", "a weighted sum of judge, implicit and verify, each standardised within a prompt",
-                        ("judge", "implicit", "verify"), mix_rule),
+    "mix": RewardSource("mix", "a weighted sum of judge, implicit, verify and the answer's length, each "
+                        "standardised within a prompt (weights: mix_judge, mix_implicit, mix_verify, mix_length)",
+                        ("judge", "implicit", "verify", "length"), mix_rule),
 }
 SOURCES = tuple(REWARD_SOURCES)
 
 
 def mix_weights(reward) -> dict[str, float]:
     """The `mix` source's weight of each component, from a RewardConfig."""
-    return {"judge": reward.mix_judge, "implicit": reward.mix_implicit, "verify": reward.mix_verify}
+    return {"judge": reward.mix_judge, "implicit": reward.mix_implicit, "verify": reward.mix_verify,
+            "length": reward.mix_length}
+
+
+def needed_components(reward) -> tuple[str, ...]:
+    """What must be measured for a RewardConfig's source: its components, for `mix` only those it weighs (an
+    implicit reward of weight 0 costs no log-probs)."""
+    source = REWARD_SOURCES[reward.source]
+    if source.rule is not mix_rule:
+        return source.components
+    weights = mix_weights(reward)
+    return tuple(name for name in source.components if weights.get(name))
 
 
 def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.01,
@@ -54,4 +67,4 @@ def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.0
 
 
 __all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
-           "group_rewards", "mix_weights"]
+           "group_rewards", "mix_weights", "needed_components"]

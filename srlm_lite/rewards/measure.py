@@ -67,6 +67,8 @@ class Measurer:
             met = met_share(self.constraints.get(item["prompt_id"]), item["response"])
             if met is not None:
                 found["met"] = met
+        if "length" in needed:
+            found["length"] = len(item["response"])
         return found
 
     def consistency(self, group: list[dict], rewards: list[float | None]) -> float | None:

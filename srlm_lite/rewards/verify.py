@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..records import read_jsonl, write_jsonl_atomic
 from ..seeds import derive_seed
-from . import REWARD_SOURCES
+from . import needed_components
 from .constraints import constrained_prompt, draw_constraints, met, parse_families
 
 FILE = "constraints.jsonl"
@@ -16,7 +16,7 @@ FILE = "constraints.jsonl"
 
 def uses_verify(config) -> bool:
     """Whether the run's reward source measures constraints (verify, mix)."""
-    return "verify" in REWARD_SOURCES[config.reward.source].components
+    return "verify" in needed_components(config.reward)
 
 
 def attach(prompts: list[dict], config, run_seed: int, iteration: int) -> list[dict]:

@@ -5,7 +5,7 @@ consistency weight C."""
 from __future__ import annotations
 
 from ..records import StageFile, group_by, read_jsonl, recorded_stage
-from ..rewards import REWARD_SOURCES, group_rewards, mix_weights
+from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components
 from ..rewards.signal import signal
 from . import judge as judge_stage
 from . import responses as responses_stage
@@ -23,7 +23,7 @@ def run(ctx) -> dict:
     judgments = {j["id"]: j for j in ctx.require(judge_stage.FILE, "judge")}
     reward = ctx.config.reward
     source = REWARD_SOURCES[reward.source]
-    weights = mix_weights(reward)
+    weights, needed = mix_weights(reward), needed_components(reward)
     measure = Measurer(ctx)
 
     def produce(stage: StageFile, done: dict) -> list[str]:
@@ -31,7 +31,7 @@ def run(ctx) -> dict:
         for finished, group in enumerate(groups.values(), 1):
             if all(item["id"] in done for item in group):
                 continue
-            components = [measure.components(item, judgments, source.components) for item in group]
+            components = [measure.components(item, judgments, needed) for item in group]
             rewards = group_rewards(source.name, components, tie_break=reward.tie_break, weights=weights)
             weight = measure.consistency(group, rewards) if reward.consistency else None
             for item, found, value in zip(group, components, rewards):

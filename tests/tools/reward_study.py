@@ -6,6 +6,14 @@ length per iteration, and the signal check. Every step writes its file and is sk
     python tests/tools/reward_study.py --out /work/runs/rewards            # everything (hours on 2 cores)
     python tests/tools/reward_study.py --out /work/runs/rewards --only verify,implicit
     python tests/tools/reward_study.py --out /work/runs/rewards --table    # the results table from what exists
+    python tests/tools/reward_study.py --out /work/runs/rewards --only judge \
+        --reuse judge=/work/runs/experiments/s4/sft-vs-dpo/arms/dpo   # its finished iterations linked, not rerun
+
+The `mix` arm weighs the constraints met, the judge and (negatively) the answer's length, and leaves the implicit
+reward out: the signal checks found verify the only source with signal, the implicit reward inverted and the judge
+pulling toward length (the goal asks for answers no longer than M0's). `--reuse ARM=RUN` links the finished
+iterations of another run made with the same settings (e.g. `sft-vs-dpo`'s dpo arm, which is the `judge` arm);
+`iterate --resume` then refuses it if its settings differ.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ ARMS = {  # name -> iterate flags
     "implicit": ["--reward", "implicit"],
     "implicit+consistency": ["--reward", "implicit", "--consistency"],
     "verify": ["--reward", "verify"],
-    "mix": ["--reward", "mix"],
+    "mix": ["--reward", "mix", "--mix-verify", "1", "--mix-judge", "0.5", "--mix-implicit", "0", "--mix-length", "-0.5"],
 }
 # the same interpreter and flags (a frozen copy run with `python -S` and PYTHONPATH keeps its children on it too)
 CLI = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "srlm_lite"]
@@ -61,18 +69,35 @@ def best_judge_mode(root: Path) -> str:
 def signal_checks(root: Path, judge_mode: str, limit: int) -> None:
     """`eval reward` for each source on the first `limit` IFEval dev prompts (4 candidates each) and the dev pairs."""
     for source in ("judge", "implicit", "verify", "mix"):
-        run(["eval", "reward", "--reward", source, "--judge-mode", judge_mode, "--prompts", str(IFEVAL),
+        run(["eval", "reward", *ARMS[source], "--judge-mode", judge_mode, "--prompts", str(IFEVAL),
              "--limit", str(limit), "--pairs", str(PAIRS), "--samples", "4", "--max-tokens", "192"],
             root / f"signal_{source}.json")
 
 
-def study(root: Path, judge_mode: str | None, arms: list[str], seed: int, signal_limit: int) -> None:
+def link_finished(source: Path, run_dir: Path) -> None:
+    """Another run's finished iterations linked into a new run folder (its config with them)."""
+    from srlm_lite.experiments.reuse import link_iteration
+    from srlm_lite.runs import CONFIG_FILE, is_complete, iteration_dir
+
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG_FILE).write_text((source / CONFIG_FILE).read_text())
+    k = 1
+    while is_complete(iteration_dir(source, k)):
+        link_iteration(source, run_dir, k)
+        print(f"iteration {k} linked from {source}", flush=True)
+        k += 1
+
+
+def study(root: Path, judge_mode: str | None, arms: list[str], seed: int, signal_limit: int,
+          reuse: dict[str, Path]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     judge_mode = judge_mode or best_judge_mode(root)
     print(f"judging format: {judge_mode}", flush=True)
     evaluate(root, "M0", [], judge_mode)
     for name in arms:
         run_dir = root / "runs" / name.replace("+", "_")
+        if name in reuse and not run_dir.exists():
+            link_finished(reuse[name], run_dir)
         run(["iterate", *ARMS[name], "--judge-mode", judge_mode, "--seed", str(seed), "--out", str(run_dir),
              *(["--resume"] if run_dir.exists() else [])], root / f"{name}_run.json")
         evaluate(root, name, ["--run", str(run_dir), "--iteration", "3"], judge_mode)
@@ -113,11 +138,16 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated arms (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--signal-limit", type=int, default=60, help="IFEval prompts of each signal check (0 = none)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RUN",
+                        help="link RUN's finished iterations as ARM's (same settings; repeatable)")
     parser.add_argument("--table", action="store_true", help="print the table of what exists and stop")
     args = parser.parse_args()
+    reuse = {arm: Path(run) for arm, run in (spec.split("=", 1) for spec in args.reuse)}
+    if unknown := set(reuse) - set(ARMS):
+        parser.error(f"--reuse of unknown arms {sorted(unknown)} (known: {', '.join(ARMS)})")
     if not args.table:
         study(args.out, args.judge_mode, args.only.split(",") if args.only else list(ARMS), args.seed,
-              args.signal_limit)
+              args.signal_limit, reuse)
     print(table(args.out))
 
 
