@@ -114,18 +114,22 @@ def table(root: Path) -> str:
 
     m0 = read_jsonl(root / "M0_ifeval_items.jsonl")
     lines = ["| arm | pairs/iter | IFEval prompt loose M3 (M0) | M3 - M0, seen families [95% CI] | M3 - M0, unseen "
-             "families [95% CI] | judge acc. M3 (M0) | answer chars per iteration |", "|---|---|---|---|---|---|---|"]
+             "families [95% CI] | judge acc. M3 (M0) | IFEval answer tokens M3 (M0), at the limit | answer chars "
+             "per iteration |", "|---|---|---|---|---|---|---|---|"]
     base_judge = json.loads((root / "M0_judge.json").read_text())["accuracy"]
+    base_ifeval = json.loads((root / "M0_ifeval.json").read_text())
     for name in ARMS:
         if not (root / f"{name}_judge.json").exists():
             continue
         paired = paired_ifeval(read_jsonl(root / f"{name}_ifeval_items.jsonl"), m0, trained_families=TRAIN_FAMILIES)
         runs = json.loads((root / f"{name}_run.json").read_text())["iterations"]
         judge = json.loads((root / f"{name}_judge.json").read_text())["accuracy"]
+        ifeval = json.loads((root / f"{name}_ifeval.json").read_text())
         cell = lambda r: f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n={r['n']})"  # noqa: E731
         lines.append(f"| {name} | {'/'.join(str(i['pairs']) for i in runs)} | {paired['all']['a']:.1%} "
                      f"({paired['all']['b']:.1%}) | {cell(paired['seen'])} | {cell(paired['unseen'])} | "
-                     f"{judge:.1%} ({base_judge:.1%}) | "
+                     f"{judge:.1%} ({base_judge:.1%}) | {ifeval['mean_response_tokens']:.0f} "
+                     f"({base_ifeval['mean_response_tokens']:.0f}), {ifeval['truncated']} ({base_ifeval['truncated']}) | "
                      f"{' -> '.join(str(round(i['mean_response_chars'])) for i in runs)} |")
     return "\n".join(lines)
 
