@@ -105,8 +105,9 @@ def test_attach_gives_constraints_to_the_configured_share(tmp_path):
     assert not any(r["constraints"] for r in none)
 
 
-def _reward_ctx(tmp_path, source: str, *, t: int = 1, consistency: bool = False, init: str = ""):
-    """An IterationContext over a scripted engine, with one prompt of three candidates judged."""
+def _reward_ctx(tmp_path, source: str, *, t: int = 1, consistency: bool = False, init: str = "", **settings):
+    """An IterationContext over a scripted engine, with one prompt of three candidates judged (`settings`: more
+    [reward] settings)."""
     from srlm_lite.config import load
     from srlm_lite.hooks import Hooks
     from srlm_lite.records import write_jsonl_atomic
@@ -115,7 +116,8 @@ def _reward_ctx(tmp_path, source: str, *, t: int = 1, consistency: bool = False,
 
     from fakes import LogprobEngine
 
-    config = load(None, {"reward.source": source, "reward.consistency": consistency, "init": init})
+    config = load(None, {"reward.source": source, "reward.consistency": consistency, "init": init,
+                         **{f"reward.{key}": value for key, value in settings.items()}})
     ctx = IterationContext(config, RunPaths(tmp_path, tmp_path / "m.gguf", "sha"), t, ModelSpec(tmp_path / "m.gguf"),
                            Hooks())
     ctx.dir.mkdir(parents=True)
@@ -137,6 +139,19 @@ def test_reward_stage_judge_source_passes_the_judge_scores_through(tmp_path):
     records = read_jsonl(tmp_path / "iter_1" / "rewards.jsonl")
     assert [r["score"] for r in records] == [3.0, 1.0, 2.0] and "consistency" not in records[0]
     assert stats["source"] == "judge" and stats["signal"]["ties"] == 0 and stats["rewarded"] == 3
+
+
+def test_reward_stage_mix_with_a_length_weight_measures_only_what_it_weighs(tmp_path):
+    from srlm_lite.records import read_jsonl
+    from srlm_lite.stages import reward
+
+    ctx = _reward_ctx(tmp_path, "mix", mix_judge=1.0, mix_implicit=0.0, mix_verify=0.0, mix_length=-1.0)
+    ctx._engine = None  # an implicit reward of weight 0 needs no log-probs: the engine is never asked
+    reward.run(ctx)
+    records = read_jsonl(tmp_path / "iter_1" / "rewards.jsonl")
+    assert [sorted(r["components"]) for r in records] == [["judge", "length"]] * 3
+    # z(judge 3, 1, 2) - z(length 13, 7, 35 chars), hand-computed
+    assert [r["score"] for r in records] == pytest.approx([1.667824, -0.283202, -1.384622], abs=1e-6)
 
 
 def test_reward_stage_implicit_source_and_consistency_against_previous_models(tmp_path, monkeypatch):
