@@ -33,7 +33,7 @@ def _engine_options(command):
     return config_options("model.backend", *SERVER_SETTINGS)(command)
 
 
-def _with_engine(config, settings: dict):
+def _with_settings(config, settings: dict):
     """`config` with the settings given on the command line, the engine's and others (None = not given: the run's
     own settings)."""
     from srlm_lite.config import ConfigError, from_dict
@@ -122,7 +122,7 @@ def judge_command(pairs_file, mode, judge_samples, judge_mode, run_dir, iteratio
     from srlm_lite.judging import with_logprobs_fallback
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
-    config = _with_engine(config, settings)
+    config = _with_settings(config, settings)
     judge_config = config.judge
     if judge_samples is not None:
         judge_config = dataclasses.replace(judge_config, judge_samples=judge_samples)
@@ -186,7 +186,7 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
     from srlm_lite.evals.ifeval import evaluate_ifeval, load_ifeval, offline_checkers
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
-    config = _with_engine(config, settings)
+    config = _with_settings(config, settings)
     try:
         records = load_ifeval(prompts_file, limit)
         offline_checkers()
@@ -241,7 +241,7 @@ def h2h_command(run_dir, iter_a, iter_b, prompts_file, judge_model, judge_mode, 
     from srlm_lite.runs import resolve_model, run_config
 
     try:
-        config = _with_engine(run_config(run_dir), settings)
+        config = _with_settings(run_config(run_dir), settings)
         judge_config = dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode)
         spec_a = resolve_model(run_dir, iter_a)
         spec_b = resolve_model(run_dir, iter_b)
@@ -317,7 +317,7 @@ def reward_command(prompts_file, pairs_file, source, judge_mode, samples, max_to
     from srlm_lite.runs import resolve_model
 
     spec, config = _resolve(run_dir, iteration, model_path, adapter)
-    config = _with_engine(config, settings)
+    config = _with_settings(config, settings)
     config = dataclasses.replace(config,
                                  reward=dataclasses.replace(config.reward, source=source or config.reward.source),
                                  judge=dataclasses.replace(config.judge, mode=judge_mode or config.judge.mode))

@@ -26,6 +26,7 @@ def measure_dir(out: Path, arm: str, k: int) -> Path:
     """An experiment folder's measures of M_k of one arm (M0, the common starting model, once for every arm)."""
     return Path(out) / "measures" / ("M0" if k == 0 else f"{arm}/M{k}")
 
+
 @dataclass(frozen=True)
 class Measures:
     """What is measured of every model, and on how much data (fixed prompts, never trained on)."""
