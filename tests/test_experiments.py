@@ -397,6 +397,15 @@ def test_runner_judge_vs_generate_on_the_fake(faked, tmp_path):
     assert rows[0]["recognise"] == rows[0]["longer_wins"] == 0.0
     assert rows[0]["best_of_n_pass"] < rows[0]["generate_pass"] < rows[0]["oracle_pass"] == 1.0
     assert any(p.name.startswith("judge_vs_generate") for p in map(Path, result["plots"]))
+    # M1's generation against M0's, prompt by prompt, in the report
+    from srlm_lite.experiments.results import load_results
+
+    later = read_jsonl(tmp_path / "exp" / "measures" / "dpo" / "M1" / "jvg_candidates.jsonl")
+    share = lambda c: sum(x["pass"] for x in c["candidates"]) / 4  # noqa: E731
+    m0, m1 = ({c["key"]: share(c) for c in records} for records in (candidates, later))
+    generate = load_results(tmp_path / "exp")["paired"][0]["generate"]
+    assert generate["n"] == 2 and generate["difference"] == pytest.approx(sum(m1[k] - m0[k] for k in m0) / 2)
+    assert "generating: candidates passing A / B" in (tmp_path / "exp" / "report" / "report.md").read_text()
 
 
 def test_cli_experiment_json_last_line(faked, tmp_path):

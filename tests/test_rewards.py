@@ -67,7 +67,9 @@ def test_group_rewards_per_source():
     assert group_rewards("implicit", rows) == [-1.0, 0.5]
     verify = group_rewards("verify", rows)
     assert verify[1] > verify[0]  # meets more constraints, though the judge prefers the other
-    assert len(group_rewards("mix", rows)) == 2
+    assert len(group_rewards("mix", rows, weights={"judge": 1.0, "verify": 1.0})) == 2
+    with pytest.raises(ValueError, match="weights"):
+        group_rewards("mix", rows)  # no hidden default weights: the config's are the only ones
     with pytest.raises(ValueError):
         group_rewards("magic", rows)
 

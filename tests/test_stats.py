@@ -142,3 +142,16 @@ def test_paired_ifeval_splits_seen_and_unseen_families():
     judge = paired_judge([{"index": 0, "credit": 1.0}, {"index": 1, "credit": 0.5}],
                          [{"index": 1, "credit": 0.0}, {"index": 0, "credit": 1.0}])
     assert judge["n"] == 2 and judge["difference"] == 0.25
+
+
+def test_paired_generate_compares_the_share_of_candidates_passing_per_prompt():
+    from srlm_lite.evals.paired import paired_generate
+
+    def item(key, passes):
+        return {"key": key, "candidates": [{"pass": p} for p in passes]}
+
+    a = [item(1, [True, True, False, False]), item(2, [False] * 4), item(3, [True] * 4)]
+    b = [item(2, [True, False, False, False]), item(1, [True, False, False, False]), item(9, [True] * 4)]
+    found = paired_generate(a, b)  # prompts 1 and 2: a 0.5 and 0, b 0.25 and 0.25
+    assert found["n"] == 2 and found["a"] == 0.25 and found["b"] == 0.25 and found["difference"] == 0
+    assert (found["n_better"], found["n_worse"]) == (1, 1)

@@ -48,5 +48,19 @@ def paired_judge(items_a: Sequence[dict], items_b: Sequence[dict]) -> dict:
     return {"n": len(both), "a": _rate(a), "b": _rate(b), **paired_difference(a, b)}
 
 
+def paired_generate(items_a: Sequence[dict], items_b: Sequence[dict]) -> dict:
+    """Generation of model a against model b on the IFEval prompts both sampled (judge-vs-generate's candidate
+    records, matched by key): per prompt, the share of its candidates that pass."""
+    b_by_key = {item["key"]: item for item in items_b}
+    both = [(x, b_by_key[x["key"]]) for x in items_a if x["key"] in b_by_key]
+    a, b = ([_share_passing(pair[side]) for pair in both] for side in (0, 1))
+    return {"n": len(both), "a": _rate(a), "b": _rate(b), **paired_difference(a, b)}
+
+
+def _share_passing(item: dict) -> float:
+    candidates = item["candidates"]
+    return sum(bool(c["pass"]) for c in candidates) / len(candidates)
+
+
 def _rate(values: Sequence[float]) -> float | None:
     return round(sum(map(float, values)) / len(values), 4) if values else None

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..judging import judge_format, score_response
 from ..engines.base import complete_n
-from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components
+from ..rewards import REWARD_SOURCES, gather_components, group_rewards, mix_weights, needed_components
 from ..rewards.combine import implicit_reward, normalized_likelihood
 from ..rewards.signal import signal
 from ..seeds import derive_seed
@@ -32,22 +32,16 @@ class RewardModel:
 
     def rewards(self, instruction: str, responses: list[str], checks: list[list[bool] | None], key: str) -> list:
         """The rewards of one prompt's candidates (checks: per candidate, the constraints it meets, or None)."""
-        components = []
-        for k, (response, met) in enumerate(zip(responses, checks)):
-            found: dict = {}
-            if "judge" in self.needed:
-                seeds = [derive_seed(self.config.seed, "eval-reward", key, k, j)
-                         for j in range(self.config.judge.judge_samples)]
-                found["judge"] = score_response(self.engine, instruction, response, self.config.judge, seeds)["score"]
-            if "implicit" in self.needed:
-                found["implicit"] = self._implicit(instruction, response)
-            if met is not None and "verify" in self.needed:
-                found["met"] = met
-            if "length" in self.needed:
-                found["length"] = len(response)
-            components.append(found)
+        components = [self._components(instruction, response, met, key, k)
+                      for k, (response, met) in enumerate(zip(responses, checks))]
         reward = self.config.reward
         return group_rewards(self.source.name, components, tie_break=reward.tie_break, weights=mix_weights(reward))
+
+    def _components(self, instruction: str, response: str, met: list[bool] | None, key: str, k: int) -> dict:
+        seeds = [derive_seed(self.config.seed, "eval-reward", key, k, j) for j in range(self.config.judge.judge_samples)]
+        return gather_components(
+            self.needed, response, met=lambda: met, implicit=lambda: self._implicit(instruction, response),
+            judge=lambda: score_response(self.engine, instruction, response, self.config.judge, seeds)["score"])
 
     def _implicit(self, instruction: str, response: str) -> float:
         reward = self.config.reward

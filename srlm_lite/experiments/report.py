@@ -158,6 +158,20 @@ def _paired(doc: Doc, comparisons: list[dict]) -> None:
     doc.p("Differences are A - B over the same items, with a paired-bootstrap 95% interval; McNemar's exact test "
           "counts the prompts that only one of the two models passes. An interval that contains 0 is no evidence of "
           "a difference.")
+    _paired_generate(doc, comparisons)
+
+
+def _paired_generate(doc: Doc, comparisons: list[dict]) -> None:
+    """Judge-vs-generate's sampled candidates, the same IFEval prompts for both models."""
+    rows = [[f"{c['a']} vs {c['b']}", f"{fmt(g.get('a'), '%')} / {fmt(g.get('b'), '%')}", _interval(g),
+             f"{g.get('n_better', '-')} / {g.get('n_worse', '-')}", g.get("n")]
+            for c in comparisons if (g := c.get("generate"))]
+    if not rows:
+        return
+    doc.table(["A vs B", "generating: candidates passing A / B", "difference [95% CI]",
+               "prompts where A / B passes more", "prompts"], rows)
+    doc.p("Judge-vs-generate's candidates: per prompt, the share of its candidates that pass every IFEval "
+          "instruction; the difference is A - B over the same prompts.")
 
 
 def _interval(found: dict) -> str:

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evals.paired import paired_generate, paired_ifeval, paired_judge
 from ..records import read_json, read_jsonl
 from ..runs import iteration_dir
 from ..training import SUMMARY_FILE
 from .definitions import PLAN_FILE, REUSED_FILE, arm_dir, measure_dir
+from .judge_generate import FILE as JVG_FILE
+
+# What the last models are compared on, item by item: (key, the measure (its summary file exists when it is
+# finished), its items file, the paired comparison).
+PAIRED = (("ifeval", "ifeval", "ifeval_items.jsonl", lambda a, b: paired_ifeval(a, b)["all"]),
+          ("judge", "judge", "judge_items.jsonl", paired_judge),
+          ("generate", "jvg", JVG_FILE, paired_generate))
 
 
 def load_results(out: str | Path) -> dict:
@@ -39,10 +47,9 @@ def load_results(out: str | Path) -> dict:
 
 def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:
     """Prompt by prompt: every arm's last model against M0, and the first arm's last model against every other
-    arm's, on the same IFEval prompts (difference in pass rate, its bootstrap interval, McNemar) and the same labelled
-    pairs (difference in judge accuracy)."""
-    from ..evals.paired import paired_ifeval, paired_judge
-
+    arm's, on the same IFEval prompts (difference in pass rate, its bootstrap interval, McNemar), the same labelled
+    pairs (difference in judge accuracy) and, where judge-vs-generate measured both, the same IFEval prompts'
+    sampled candidates (difference in the share that pass)."""
     last = {arm: rows[-1]["iteration"] for arm, rows in arms.items() if rows and rows[-1]["iteration"] > 0}
     names = list(last)
     wanted = [((arm, last[arm]), ("", 0)) for arm in names]
@@ -50,12 +57,10 @@ def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:
     found = []
     for (arm_a, k_a), (arm_b, k_b) in wanted:
         items = {}
-        for kind in ("ifeval", "judge"):
-            paths = [measure_dir(out, arm_a, k_a) / f"{kind}_items.jsonl",
-                     measure_dir(out, arm_b, k_b) / f"{kind}_items.jsonl"]
-            if all(path.exists() for path in paths):
-                a, b = (read_jsonl(path) for path in paths)
-                items[kind] = paired_ifeval(a, b)["all"] if kind == "ifeval" else paired_judge(a, b)
+        folders = (measure_dir(out, arm_a, k_a), measure_dir(out, arm_b, k_b))
+        for kind, part, name, compare in PAIRED:
+            if all((folder / f"{part}.json").exists() for folder in folders):
+                items[kind] = compare(*(read_jsonl(folder / name) for folder in folders))
         found.append({"a": f"{arm_a} M{k_a}", "b": f"{arm_b} M{k_b}" if k_b else "M0", **items})
     return found
 

@@ -58,13 +58,30 @@ def needed_components(reward) -> tuple[str, ...]:
     return tuple(name for name in source.components if weights.get(name))
 
 
+def gather_components(needed: tuple[str, ...], response: str, *, judge: Callable[[], float | None],
+                      implicit: Callable[[], float], met: Callable[[], list[bool] | None]) -> dict:
+    """One response's components for the reward (`needed`: see needed_components); `judge`, `implicit` and `met`
+    are called only when needed. `met` is left out for a prompt without constraints (None)."""
+    found: dict = {}
+    if "judge" in needed:
+        found["judge"] = judge()
+    if "implicit" in needed:
+        found["implicit"] = implicit()
+    if "verify" in needed and (checks := met()) is not None:
+        found["met"] = checks
+    if "length" in needed:
+        found["length"] = len(response)
+    return found
+
+
 def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.01,
                   weights: dict[str, float] | None = None) -> list[float | None]:
-    """The rewards of one prompt's candidates under `source`: its rule in REWARD_SOURCES (pure)."""
+    """The rewards of one prompt's candidates under `source`: its rule in REWARD_SOURCES (pure). `mix` needs its
+    `weights` (mix_weights of a RewardConfig)."""
     if source not in REWARD_SOURCES:
         raise ValueError(f"unknown reward source {source!r}")
     return REWARD_SOURCES[source].rule(components, tie_break, weights or {})
 
 
 __all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
-           "group_rewards", "mix_weights", "needed_components"]
+           "gather_components", "group_rewards", "mix_weights", "needed_components"]

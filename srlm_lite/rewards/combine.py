@@ -62,4 +62,6 @@ def verify_rule(components: list[dict], tie_break: float, weights: dict[str, flo
 def mix_rule(components: list[dict], tie_break: float, weights: dict[str, float]) -> list[float | None]:
     verify = [verify_reward(c.get("met"), None, 0.0) if c.get("met") else None for c in components]
     rows = [{**c, "verify": v} for c, v in zip(components, verify)]
-    return mixed(rows, weights or {"judge": 1.0, "implicit": 1.0, "verify": 1.0, "length": 0.0})
+    if not weights:
+        raise ValueError("the mix reward needs its weights (rewards.mix_weights of a RewardConfig)")
+    return mixed(rows, weights)

@@ -10,6 +10,7 @@ from ..judging import judge_format, score_response
 from ..runs import model_spec, sampling_adapter
 from ..seeds import derive_seed
 from ..stats import consistency
+from . import gather_components
 from .combine import implicit_reward, normalized_likelihood
 from .verify import constraints_by_prompt, met_share
 
@@ -58,18 +59,10 @@ class Measurer:
         return implicit_reward(now[0], before[0], now[1], reward.implicit_beta, reward.length_penalty)
 
     def components(self, item: dict, judgments: dict[str, dict], needed: tuple[str, ...]) -> dict:
-        found: dict = {}
-        if "judge" in needed:
-            found["judge"] = judgments[item["id"]]["score"]
-        if "implicit" in needed:
-            found["implicit"] = round(self.implicit(item), 6)
-        if "verify" in needed:
-            met = met_share(self.constraints.get(item["prompt_id"]), item["response"])
-            if met is not None:
-                found["met"] = met
-        if "length" in needed:
-            found["length"] = len(item["response"])
-        return found
+        return gather_components(
+            needed, item["response"], judge=lambda: judgments[item["id"]]["score"],
+            implicit=lambda: round(self.implicit(item), 6),
+            met=lambda: met_share(self.constraints.get(item["prompt_id"]), item["response"]))
 
     def consistency(self, group: list[dict], rewards: list[float | None]) -> float | None:
         """C in [0, 1] between this model's ranking of the group (`rewards`) and the previous model's ranking by the
