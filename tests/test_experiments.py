@@ -76,6 +76,30 @@ def test_judge_vs_generate_hand_computed():
     assert interval["mean"] == 0.5 and interval["ci_high"] - 0.5 == pytest.approx(1.959964 * math.sqrt(0.5 / 2), 1e-4)
 
 
+def test_timeline_keeps_each_step_once_and_skips_a_torn_line(tmp_path):
+    from srlm_lite.experiments.timeline import FILE, Timeline, read_timeline, time_by_model
+
+    timeline = Timeline(tmp_path)
+    with timeline.step("M0 measures"):
+        pass
+    with pytest.raises(KeyboardInterrupt):
+        with timeline.step("dpo iteration 1"):  # killed mid-step: not recorded
+            raise KeyboardInterrupt
+    with (tmp_path / FILE).open("a") as f:
+        f.write('{"step": "dpo iteration 1", "seconds": 12.5, "finished_at": "x"}\n{"step": "dpo M1 meas')
+    again = Timeline(tmp_path)
+    with again.step("dpo iteration 1"):  # recorded before: not counted twice
+        pass
+    with again.step("dpo M1 measures"):  # appended after the torn line was cut
+        pass
+    assert list(read_timeline(tmp_path)) == ["M0 measures", "dpo iteration 1", "dpo M1 measures"]
+    assert len((tmp_path / FILE).read_text().splitlines()) == 3
+    steps = {"M0 measures": {"seconds": 3.0}, "dpo iteration 1": {"seconds": 12.5}, "sft M1 measures": {"seconds": 4.0}}
+    assert time_by_model(steps, ["dpo", "sft"], 1) == {
+        "m0_measures": 3.0, "total": 19.5, "arms": {"dpo": [{"iteration": 1, "run": 12.5, "measures": None}],
+                                                    "sft": [{"iteration": 1, "run": None, "measures": 4.0}]}}
+
+
 def test_spread_picks_evenly_in_order():
     assert spread(list(range(10)), 3) == [0, 3, 6]
     assert spread([1, 2], 5) == [1, 2]
@@ -350,6 +374,13 @@ def test_runner_resumes_where_it_stopped(faked, tmp_path):
     assert again["arms"] == clean["arms"] and faked["opened"] == [] and opened > 0
     sessions = read_json(tmp_path / "killed" / "manifest.json")["sessions"]
     assert len(sessions) == 2
+    # every step's time recorded once, by the session that finished it (the killed ones' too)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "killed" / "timeline.jsonl")]
+    wanted = ["M0 measures"] + [f"{arm} {what}" for k in (1, 2) for arm in ("dpo", "sft")
+                                for what in (f"iteration {k}", f"M{k} measures")]
+    assert steps == wanted and [r["step"] for r in read_jsonl(tmp_path / "clean" / "timeline.jsonl")] == wanted
+    assert again["time"]["arms"]["sft"][1]["run"] is not None and again["seconds_steps"] == again["time"]["total"]
+    assert "Where the time went" in (tmp_path / "killed" / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match="iterations differ"):
         run_experiment(_plan(tmp_path, out="killed", iterations=3))
 

@@ -51,6 +51,7 @@ def write_experiment_report(out: str | Path, results: dict) -> dict:
                for arm, rows in arms.items() for r in rows])
     doc.p(_legend())
     _paired(doc, results.get("paired") or [])
+    _time(doc, results.get("time"))
     _gallery(doc, results)
     md = write_text_atomic(target / "report.md", doc.markdown())
     page = write_text_atomic(target / "report.html", doc.html(f"srlm-lite experiment: {results['experiment']}"))
@@ -172,6 +173,21 @@ def _paired_generate(doc: Doc, comparisons: list[dict]) -> None:
                "prompts where A / B passes more", "prompts"], rows)
     doc.p("Judge-vs-generate's candidates: per prompt, the share of its candidates that pass every IFEval "
           "instruction; the difference is A - B over the same prompts.")
+
+
+def _time(doc: Doc, time: dict | None) -> None:
+    """Minutes per arm per iteration: its loop (sample, judge, train) and its model's measures."""
+    if not time or not time["total"]:
+        return
+    minutes = lambda s: "-" if s is None else f"{s / 60:.1f}"  # noqa: E731
+    rows = [[arm, f"M{r['iteration']}", minutes(r["run"]), minutes(r["measures"])]
+            for arm, runs in time["arms"].items() for r in runs if r["run"] is not None or r["measures"] is not None]
+    doc.h(2, "Where the time went")
+    doc.table(["arm", "model", "its iteration (min)", "its measures (min)"],
+              [["", "M0", "-", minutes(time["m0_measures"])]] + rows)
+    doc.p(f"{time['total'] / 60:.1f} minutes of finished steps in all, over every session (timeline.jsonl; a step "
+          "a session was killed in counts from the session that finished it). A step reused from another "
+          "experiment takes seconds.")
 
 
 def _interval(found: dict) -> str:

@@ -11,6 +11,7 @@ from ..runs import iteration_dir
 from ..training import SUMMARY_FILE
 from .definitions import PLAN_FILE, REUSED_FILE, arm_dir, measure_dir
 from .judge_generate import FILE as JVG_FILE
+from .timeline import read_timeline, time_by_model
 
 # What the last models are compared on, item by item: (key, the measure (its summary file exists when it is
 # finished), its items file, the paired comparison).
@@ -20,8 +21,8 @@ PAIRED = (("ifeval", "ifeval", "ifeval_items.jsonl", lambda a, b: paired_ifeval(
 
 
 def load_results(out: str | Path) -> dict:
-    """{"experiment", "preset", "iterations", "arms": {arm: [row, ...]}, "gallery": {...}, "plan": experiment.json};
-    models not measured yet are left out."""
+    """{"experiment", "preset", "iterations", "arms": {arm: [row, ...]}, "gallery": {...}, "plan": experiment.json,
+    "time": seconds per step (timeline.py)}; models not measured yet are left out."""
     out = Path(out)
     plan = read_json(out / PLAN_FILE)
     arms, gallery = {}, {}
@@ -42,7 +43,8 @@ def load_results(out: str | Path) -> dict:
     reused = out / REUSED_FILE
     return {"experiment": plan["experiment"], "preset": plan["preset"], "iterations": plan["iterations"],
             "arms": arms, "gallery": gallery, "paired": paired_comparisons(out, arms), "plan": plan,
-            "reused": read_json(reused) if reused.exists() else {}}
+            "reused": read_json(reused) if reused.exists() else {},
+            "time": time_by_model(read_timeline(out), list(plan["arms"]), plan["iterations"])}
 
 
 def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:

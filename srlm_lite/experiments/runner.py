@@ -25,6 +25,7 @@ from ..runs import MANIFEST, model_for_iteration, model_spec, start_adapter
 from .definitions import (PLAN_FILE, RESULTS_FILE, Experiment, Measures, arm_config, arm_dir, experiment,
                           measure_dir, shares_data)
 from .measure import DataFiles, Target, measure_model
+from .timeline import Timeline, iteration_step, m0_step, measure_step
 
 
 @dataclass
@@ -129,20 +130,24 @@ def _run_locked(plan: Plan, hooks: Hooks) -> dict:
     started = time.perf_counter()
     reuser = _reuser(plan, hooks)  # a --reuse folder that is not another experiment: refused before anything
     check_plan(plan)
+    timeline = Timeline(plan.out)
     first = plan.configs[plan.experiment.arms[0].name]
     m0 = model_spec(first, start_adapter(first), "M0")
-    reuser.measure("M0", to_dict(first), 0, None, plan.measure_dir("", 0))
-    measure_model(Target(m0, m0, 0, first, plan.measure_dir("", 0), "M0"), plan.measures, plan.data, hooks)
+    with timeline.step(m0_step()):
+        reuser.measure("M0", to_dict(first), 0, None, plan.measure_dir("", 0))
+        measure_model(Target(m0, m0, 0, first, plan.measure_dir("", 0), "M0"), plan.measures, plan.data, hooks)
     for k in range(1, plan.iterations + 1):
         for index, arm in enumerate(plan.experiment.arms):
             config, run, label = plan.configs[arm.name], plan.arm_dir(arm.name), f"{arm.name} M{k}"
             peer = _data_peer(plan, index)
-            if not reuser.iteration(arm.name, to_dict(config), run, k, peer if k == 1 else None) and k == 1:
-                _share_data(plan, index, peer, reuser, hooks)
-            iterate(config, run, resume=True, hooks=arm_hooks(hooks, arm.name), until=k)
-            reuser.measure(label, to_dict(config), k, run, plan.measure_dir(arm.name, k))
-            target = Target(model_for_iteration(run, k), m0, k, config, plan.measure_dir(arm.name, k), label)
-            measure_model(target, plan.measures, plan.data, hooks)
+            with timeline.step(iteration_step(arm.name, k)):
+                if not reuser.iteration(arm.name, to_dict(config), run, k, peer if k == 1 else None) and k == 1:
+                    _share_data(plan, index, peer, reuser, hooks)
+                iterate(config, run, resume=True, hooks=arm_hooks(hooks, arm.name), until=k)
+            with timeline.step(measure_step(arm.name, k)):
+                reuser.measure(label, to_dict(config), k, run, plan.measure_dir(arm.name, k))
+                target = Target(model_for_iteration(run, k), m0, k, config, plan.measure_dir(arm.name, k), label)
+                measure_model(target, plan.measures, plan.data, hooks)
     return finish(plan, time.perf_counter() - started)
 
 
@@ -205,7 +210,7 @@ def report_so_far(out: str | Path) -> dict:
                                              for arm, k in done.items())
                                  + f" of M{results['iterations']}; the figures below are of those models only.")
     files = write_experiment_report(out, results)
-    keep = ("experiment", "preset", "iterations", "arms", "unfinished")
+    keep = ("experiment", "preset", "iterations", "time", "arms", "unfinished")
     return {"report": str(files["html"]), "markdown": str(files["markdown"]),
             "plots": [str(p) for p in files["plots"]], "out": str(out), **{k: results[k] for k in keep
                                                                               if k in results}}
@@ -222,7 +227,8 @@ def finish(plan: Plan, seconds: float) -> dict:
     out = {"experiment": plan.experiment.name, "report": str(files["html"]), "markdown": str(files["markdown"]),
            "plots": [str(p) for p in files["plots"]], "out": str(plan.out), "preset": results["preset"],
            "iterations": plan.iterations, "seconds": round(seconds, 1),
-           "seconds_all_sessions": round(sum(s["seconds"] for s in sessions), 1), "arms": results["arms"]}
+           "seconds_all_sessions": round(sum(s["seconds"] for s in sessions), 1),
+           "seconds_steps": results["time"]["total"], "time": results["time"], "arms": results["arms"]}
     write_json_atomic(plan.out / RESULTS_FILE, out)
     write_json_atomic(plan.out / MANIFEST, {"experiment": describe(plan), "sessions": sessions,
                                             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
