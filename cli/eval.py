@@ -200,15 +200,18 @@ def ifeval_command(prompts_file, max_tokens, temperature, run_dir, iteration, mo
         raise click.ClickException(str(exc)) from exc
     summary = {"model": spec.label, "prompts_file": prompts_file, **summary}
     table = Table(title=f"IFEval ({spec.label})")
-    for name in ("n", "prompt strict", "prompt loose", "inst. strict", "inst. loose", "truncated"):
+    for name in ("n", "prompt strict", "prompt loose", "inst. strict", "inst. loose", "truncated", "looping",
+                 "prompt loose, loops not counted"):
         table.add_column(name, justify="right")
     table.add_row(str(summary["n"]), _pct(summary["prompt_strict"]), _pct(summary["prompt_loose"]),
-                  _pct(summary["inst_strict"]), _pct(summary["inst_loose"]), str(summary["truncated"]))
+                  _pct(summary["inst_strict"]), _pct(summary["inst_loose"]), str(summary["truncated"]),
+                  _pct(summary["degenerate"]), _pct(summary["prompt_loose_nondegenerate"]))
     err.print(table)
     _finish(summary, items_out, as_json,
             f"IFEval prompt strict {_pct(summary['prompt_strict'])}, loose {_pct(summary['prompt_loose'])}; "
             f"instruction strict {_pct(summary['inst_strict'])}, loose {_pct(summary['inst_loose'])} "
-            f"(n={summary['n']})")
+            f"(n={summary['n']}); answers looping {_pct(summary['degenerate'])} (seq-rep-4 > 0.5), prompt loose "
+            f"counting no loop {_pct(summary['prompt_loose_nondegenerate'])}")
 
 
 @eval_group.command(name="h2h")

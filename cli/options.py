@@ -15,9 +15,10 @@ PREFIX = "setting__"
 # the server engine's settings (`--backend openai`): offered by iterate and every eval command
 SERVER_SETTINGS = ("model.base_url", "model.api_key_env", "model.concurrency", "model.serve_local", "model.server",
                    "model.served_model")
-# how the reward sources combine their parts (`--reward verify` / `mix`): offered by iterate and `eval reward`
+# how the reward sources combine their parts (`--reward verify` / `mix`) and rank loops last: offered by iterate and
+# `eval reward`
 REWARD_WEIGHTS = ("reward.tie_break", "reward.mix_judge", "reward.mix_implicit", "reward.mix_verify",
-                  "reward.mix_length")
+                  "reward.mix_length", "reward.max_repetition")
 
 
 def option_for(dotted: str):

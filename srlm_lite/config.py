@@ -184,6 +184,10 @@ class RewardConfig:
                                 f"{', '.join(HELD_OUT_FAMILIES)} out, to measure generalisation on IFEval")
     max_constraints: int = _opt(2, "verify/mix: constraints per constrained prompt (1 to this many)")
     tie_break: float = _opt(0.01, "verify: weight of judge/5 added to the share of constraints met")
+    max_repetition: float = _opt(0.5, "any source: a candidate whose seq-rep-4 (the share of its word 4-grams "
+                                 "that repeat an earlier one) exceeds this is a loop, ranked below every other "
+                                 "candidate of its prompt: never chosen, rejected first (a loop can meet a checked "
+                                 "constraint by accident); 1 turns it off", flag="max-repetition")
     mix_judge: float = _opt(1.0, "mix: weight of the standardised judge score")
     mix_implicit: float = _opt(1.0, "mix: weight of the standardised implicit reward")
     mix_verify: float = _opt(1.0, "mix: weight of the standardised share of constraints met")

@@ -13,7 +13,8 @@ from srlm_lite.config import load
 from srlm_lite.engines.base import Completion
 from srlm_lite.experiments import EXPERIMENTS, Measures, data_files, plan_experiment, run_experiment
 from srlm_lite.experiments.definitions import arm_config, shares_data
-from srlm_lite.experiments.drift import answer_stats, distinct_n, kl_estimate, repetition, seq_rep_n
+from srlm_lite.experiments.drift import answer_stats, kl_estimate
+from srlm_lite.text_stats import distinct_n, repetition, seq_rep_n
 from srlm_lite.experiments.measure import DataFiles, Target, measure_model, spread
 from srlm_lite.experiments.recognition import judge_vs_generate, mean_interval, pair_credits, pick_share
 from srlm_lite.experiments.share import share_first_iteration

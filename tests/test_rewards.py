@@ -107,6 +107,35 @@ def test_attach_gives_constraints_to_the_configured_share(tmp_path):
     assert not any(r["constraints"] for r in none)
 
 
+def test_loops_are_ranked_below_every_other_candidate():
+    from srlm_lite.config import load
+    from srlm_lite.rewards import rank_loops_last
+    from srlm_lite.rewards.combine import demote_loops
+
+    # spread 4 - 1 = 3, shift 4: the loops (4.0 and 2.0) go to 0.0 and -2.0, below 1.0, their order kept
+    assert demote_loops([4.0, 1.0, 2.0, None], [True, False, True, True]) == [0.0, 1.0, -2.0, None]
+    assert demote_loops([1.0, 2.0], [False, False]) == [1.0, 2.0] and demote_loops([None], [True]) == [None]
+    loop = "the cat sat down " * 8  # seq-rep-4 = 1 - 4 / 29, a loop
+    answers = [loop, "a plain answer that says one thing"]
+    assert rank_loops_last(load(None).reward, [5.0, 1.0], answers) == [0.0, 1.0]  # shift 5 - 1 + 1 = 5
+    assert rank_loops_last(load(None, {"reward.max_repetition": 1.0}).reward, [5.0, 1.0], answers) == [5.0, 1.0]
+
+
+def test_reward_stage_never_chooses_a_loop(tmp_path):
+    from srlm_lite.records import read_jsonl, write_jsonl_atomic
+    from srlm_lite.stages import reward
+
+    ctx = _reward_ctx(tmp_path, "judge")
+    answers = ["one two three four " * 6, "one two", "a much longer answer of seven words"]  # the first loops
+    write_jsonl_atomic(ctx.dir / "responses.jsonl", [
+        {"id": f"p-r{k}", "prompt_id": "p", "prompt": "Say something.", "response": a, "finish_reason": "stop"}
+        for k, a in enumerate(answers)])
+    reward.run(ctx)
+    records = read_jsonl(tmp_path / "iter_1" / "rewards.jsonl")
+    # judge 3, 1, 2: the loop had the best score and is now the worst (3 - (3 - 1 + 1) = 0)
+    assert [r["score"] for r in records] == [0.0, 1.0, 2.0] and records[0]["components"] == {"judge": 3.0}
+
+
 def _reward_ctx(tmp_path, source: str, *, t: int = 1, consistency: bool = False, init: str = "", **settings):
     """An IterationContext over a scripted engine, with one prompt of three candidates judged (`settings`: more
     [reward] settings)."""
@@ -253,6 +282,7 @@ def test_signal_check_ranks_candidates_and_scores_pairs():
 
     config = RunConfig()
     config.reward.source = "judge"  # the scripted judge prefers longer answers
+    config.reward.max_repetition = 1.0  # the scripted answers repeat one word: loops, not demoted here
     records = [{"key": 1, "prompt": "Write about tides. Use at most 20 words.",
                 "instruction_id_list": ["length_constraints:number_words"],
                 "kwargs": [{"relation": "less than", "num_words": 20}]},

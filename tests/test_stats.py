@@ -144,6 +144,22 @@ def test_paired_ifeval_splits_seen_and_unseen_families():
     assert judge["n"] == 2 and judge["difference"] == 0.25
 
 
+def test_ifeval_counts_loops_and_the_passes_they_make():
+    from srlm_lite.evals.ifeval import degeneracy
+    from srlm_lite.evals.paired import NONDEGENERATE, paired_ifeval
+
+    loop = "no commas here " * 10  # 30 words, 27 4-grams of which 3 distinct: seq-rep-4 = 8/9
+    items = [{"key": 1, "response": loop, "loose": [True], "instruction_id_list": ["x:y"]},
+             {"key": 2, "response": "a fine short answer with no commas", "loose": [True], "instruction_id_list": ["x:y"]},
+             {"key": 3, "response": "another, with a comma", "loose": [False], "instruction_id_list": ["x:y"]}]
+    found = degeneracy(items)
+    assert found["degenerate"] == pytest.approx(0.3333) and found["prompt_loose_nondegenerate"] == pytest.approx(0.3333)
+    assert found["repetition"] == pytest.approx(round((8 / 9) / 3, 4))
+    base = [{**item, "response": "plain words only"} for item in items]
+    assert paired_ifeval(items, base)["all"]["difference"] == 0  # the loop passes as IFEval counts it...
+    assert paired_ifeval(items, base, kind=NONDEGENERATE)["all"]["difference"] == -0.3333  # ...not here
+
+
 def test_paired_generate_compares_the_share_of_candidates_passing_per_prompt():
     from srlm_lite.evals.paired import paired_generate
 

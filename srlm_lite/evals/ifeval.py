@@ -15,6 +15,7 @@ from typing import Callable
 from ..engines.base import Engine, complete_many
 from ..errors import InputError
 from ..seeds import derive_seed
+from ..text_stats import degenerate, repetition
 from .prompts import read_jsonl_records
 
 Progress = Callable[[str, int, int], None]
@@ -110,6 +111,19 @@ def score(checks: list[dict]) -> dict:
             "inst_strict": inst_level("strict"), "inst_loose": inst_level("loose")}
 
 
+def degeneracy(items: list[dict]) -> dict:
+    """How many answers are loops (text_stats.degenerate) and the prompt-level loose accuracy counting only answers
+    that are not: a loop that passes IFEval's checks by accident (no commas, lowercase, at least N words) does not
+    count (pure; items: `response` and `loose` per answer)."""
+    if not items:
+        return {"repetition": None, "degenerate": None, "prompt_loose_nondegenerate": None}
+    loops = [degenerate(i["response"]) for i in items]
+    return {"repetition": round(repetition([i["response"] for i in items]), 4),
+            "degenerate": round(sum(loops) / len(items), 4),
+            "prompt_loose_nondegenerate": round(sum(all(i["loose"]) and not loop for i, loop in zip(items, loops))
+                                                / len(items), 4)}
+
+
 def evaluate_ifeval(engine: Engine, records: list[dict], *, max_tokens: int = 256, temperature: float = 0.0,
                     top_p: float = 1.0, seed: int = 0, progress: Progress | None = None) -> dict:
     """Answer each prompt (greedy by default, as IFEval does) and check it; the summary plus `items`. Batched
@@ -132,6 +146,7 @@ def evaluate_ifeval(engine: Engine, records: list[dict], *, max_tokens: int = 25
     summary = score(checks)
     summary["mean_response_tokens"] = round(sum(i["n_tokens"] for i in items) / len(items), 1) if items else None
     summary["truncated"] = sum(i["finish_reason"] == "length" for i in items)
+    summary.update(degeneracy(items))
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["items"] = items
     return summary

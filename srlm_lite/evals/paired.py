@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..stats import mcnemar, paired_difference
+from ..text_stats import degenerate
+
+NONDEGENERATE = "loose_nondegenerate"
 
 
 def _family(instruction_id: str) -> str:
@@ -14,7 +17,10 @@ def _family(instruction_id: str) -> str:
 
 
 def prompt_passes(item: dict, kind: str = "loose") -> bool:
-    """IFEval's prompt-level pass: every instruction of the prompt followed."""
+    """IFEval's prompt-level pass: every instruction of the prompt followed (`kind` strict or loose); with
+    `loose_nondegenerate`, by an answer that is not a loop (text_stats.degenerate)."""
+    if kind == NONDEGENERATE:
+        return all(item["loose"]) and not degenerate(item["response"])
     return all(item[kind])
 
 

@@ -10,7 +10,8 @@ from typing import Callable
 
 from ..judging import judge_format, score_response
 from ..engines.base import complete_n
-from ..rewards import REWARD_SOURCES, gather_components, group_rewards, mix_weights, needed_components
+from ..rewards import (REWARD_SOURCES, gather_components, group_rewards, mix_weights, needed_components,
+                       rank_loops_last)
 from ..rewards.combine import implicit_reward, normalized_likelihood
 from ..rewards.signal import signal
 from ..seeds import derive_seed
@@ -35,7 +36,8 @@ class RewardModel:
         components = [self._components(instruction, response, met, key, k)
                       for k, (response, met) in enumerate(zip(responses, checks))]
         reward = self.config.reward
-        return group_rewards(self.source.name, components, tie_break=reward.tie_break, weights=mix_weights(reward))
+        rewards = group_rewards(self.source.name, components, tie_break=reward.tie_break, weights=mix_weights(reward))
+        return rank_loops_last(reward, rewards, responses)
 
     def _components(self, instruction: str, response: str, met: list[bool] | None, key: str, k: int) -> dict:
         seeds = [derive_seed(self.config.seed, "eval-reward", key, k, j) for j in range(self.config.judge.judge_samples)]

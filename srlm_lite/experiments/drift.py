@@ -2,9 +2,7 @@
 
 - KL(M_k || M0) = E_{y ~ M_k}[log M_k(y) - log M0(y)], estimated from answers sampled from M_k (temperature 1, no
   top-p: the model's own distribution) as the mean of the per-answer log-ratio, with its standard error;
-- distinct-2 (Li et al. 2016): distinct word bigrams / all word bigrams over a model's answers;
-- repetition: seq-rep-4 (Welleck et al. 2019), the share of an answer's word 4-grams that repeat an earlier one,
-  averaged over answers;
+- distinct-2 and repetition (seq-rep-4 averaged over answers): `text_stats.py`;
 - mean answer length in tokens and the share of answers cut at the token limit.
 """
 
@@ -14,29 +12,7 @@ import math
 import statistics
 from typing import Sequence
 
-
-def words(text: str) -> list[str]:
-    return text.lower().split()
-
-
-def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
-    """Distinct word n-grams / all word n-grams, pooled over the texts; None when there are none."""
-    grams = [g for text in texts for g in ngrams(words(text), n)]
-    return len(set(grams)) / len(grams) if grams else None
-
-
-def seq_rep_n(text: str, n: int = 4) -> float:
-    """1 - distinct n-grams / n-grams of one text (0 for a text too short to repeat anything)."""
-    grams = ngrams(words(text), n)
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def repetition(texts: Sequence[str], n: int = 4) -> float | None:
-    return statistics.fmean(seq_rep_n(t, n) for t in texts) if texts else None
+from ..text_stats import distinct_n, repetition
 
 
 def kl_estimate(logps_policy: Sequence[float], logps_base: Sequence[float]) -> dict:

@@ -16,7 +16,9 @@ QUICK_NOTE = (" **A quick run shows the mechanics, not the conclusions:** with t
               "between arms are within noise (see the intervals).")
 COLUMNS = (("KL to M0 (nats)", "kl_to_m0", ".2"), ("± 95%", "kl_ci", ".2"), ("distinct-2", "distinct_2", ".3"),
            ("repetition", "repetition", ".3"), ("tokens", "mean_tokens", ".1"), ("cut", "at_limit", "%"),
-           ("IFEval loose", "ifeval_prompt_loose", "%"), ("judge acc.", "judge_accuracy", "%"),
+           ("IFEval loose", "ifeval_prompt_loose", "%"), ("IFEval, loops not counted", "ifeval_prompt_loose_nondegenerate",
+                                                              "%"),
+           ("IFEval answers looping", "ifeval_degenerate", "%"), ("judge acc.", "judge_accuracy", "%"),
            ("pairs", "pairs", ""), ("Δ log p chosen", "delta_logp_chosen", ".1"),
            ("Δ log p rejected", "delta_logp_rejected", ".1"),
            ("held-out: chosen gained", "heldout_reward_accuracy", "%"), ("held-out margin", "heldout_margin", ".1"))
@@ -80,7 +82,8 @@ def headline(arms: dict[str, list[dict]]) -> list[str]:
               if last.get("kl_to_m0") is not None else "KL not measured")
         lines.append(
             f"**{arm}** after {k} iteration(s): {kl}; IFEval {_change(first, last, 'ifeval_prompt_loose', '%')} "
-            f"(n={last.get('ifeval_n')}); own judge {_change(first, last, 'judge_accuracy', '%')} "
+            f"(n={last.get('ifeval_n')}; loops not counted "
+            f"{_change(first, last, 'ifeval_prompt_loose_nondegenerate', '%')}); own judge {_change(first, last, 'judge_accuracy', '%')} "
             f"(n={last.get('judge_n')}, 95% CI {fmt(last.get('judge_ci_low'), '%')}-"
             f"{fmt(last.get('judge_ci_high'), '%')}); "
             f"answer tokens {_change(first, last, 'mean_tokens', '.0')}; distinct-2 "
@@ -136,7 +139,9 @@ def _settings(plan: dict) -> str:
 def _legend() -> str:
     return ("KL: mean over M_k's sampled answers of log M_k(y) - log M0(y) (the end-of-turn token left out). "
             "distinct-2: distinct word bigrams / all bigrams. repetition: the share of an answer's word 4-grams "
-            "that repeat. cut: answers that hit the token limit. Δ log p: how training changed the summed "
+            "that repeat. cut: answers that hit the token limit. IFEval answers looping: greedy IFEval answers "
+            "more than half of whose word 4-grams repeat an earlier one; *loops not counted*: the prompts passed by "
+            "an answer that is not a loop. Δ log p: how training changed the summed "
             "log-prob of its pairs' chosen and rejected answers (DPO's reward / beta). held-out: on the pairs of "
             "that iteration kept out of training, the share whose chosen answer gained on the rejected one, and the "
             "mean gain in nats.")
@@ -146,19 +151,22 @@ def _paired(doc: Doc, comparisons: list[dict]) -> None:
     """The last models compared item by item (the same IFEval prompts, the same labelled pairs)."""
     rows = []
     for c in comparisons:
-        ifeval, judge = c.get("ifeval") or {}, c.get("judge") or {}
+        ifeval, clean, judge = (c.get(key) or {} for key in ("ifeval", "ifeval_nondegenerate", "judge"))
         rows.append([f"{c['a']} vs {c['b']}", f"{fmt(ifeval.get('a'), '%')} / {fmt(ifeval.get('b'), '%')}",
                      _interval(ifeval), f"{ifeval.get('a_only', '-')} / {ifeval.get('b_only', '-')}",
-                     fmt(ifeval.get("p_value"), ".3"), f"{fmt(judge.get('a'), '%')} / {fmt(judge.get('b'), '%')}",
-                     _interval(judge)])
+                     fmt(ifeval.get("p_value"), ".3"), f"{fmt(clean.get('a'), '%')} / {fmt(clean.get('b'), '%')}",
+                     _interval(clean), f"{fmt(judge.get('a'), '%')} / {fmt(judge.get('b'), '%')}", _interval(judge)])
     if not rows:
         return
     doc.h(2, "Prompt by prompt: the last models compared on the same items")
     doc.table(["A vs B", "IFEval loose A / B", "difference [95% CI]", "prompts only A / only B passes",
-               "McNemar p", "judge accuracy A / B", "difference [95% CI]"], rows)
+               "McNemar p", "IFEval, loops not counted A / B", "difference [95% CI]", "judge accuracy A / B",
+               "difference [95% CI]"], rows)
     doc.p("Differences are A - B over the same items, with a paired-bootstrap 95% interval; McNemar's exact test "
           "counts the prompts that only one of the two models passes. An interval that contains 0 is no evidence of "
-          "a difference.")
+          "a difference. *Loops not counted*: a prompt passes only when its answer is not a loop (more than half of "
+          "its word 4-grams repeat an earlier one): greedy decoding at this size loops often, and a loop can pass "
+          "IFEval's checks by accident.")
     _paired_generate(doc, comparisons)
 
 

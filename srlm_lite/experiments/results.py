@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evals.paired import paired_generate, paired_ifeval, paired_judge
+from ..evals.ifeval import degeneracy
+from ..evals.paired import NONDEGENERATE, paired_generate, paired_ifeval, paired_judge
 from ..records import read_json, read_jsonl
 from ..runs import iteration_dir
 from ..training import SUMMARY_FILE
@@ -16,6 +17,8 @@ from .timeline import read_timeline, time_by_model
 # What the last models are compared on, item by item: (key, the measure (its summary file exists when it is
 # finished), its items file, the paired comparison).
 PAIRED = (("ifeval", "ifeval", "ifeval_items.jsonl", lambda a, b: paired_ifeval(a, b)["all"]),
+          ("ifeval_nondegenerate", "ifeval", "ifeval_items.jsonl",
+           lambda a, b: paired_ifeval(a, b, kind=NONDEGENERATE)["all"]),
           ("judge", "judge", "judge_items.jsonl", paired_judge),
           ("generate", "jvg", JVG_FILE, paired_generate))
 
@@ -70,7 +73,10 @@ def paired_comparisons(out: Path, arms: dict[str, list[dict]]) -> list[dict]:
 def _parts(folder: Path) -> dict:
     from .measure import PARTS
 
-    return {part: read_json(folder / f"{part}.json") for part in PARTS if (folder / f"{part}.json").exists()}
+    parts = {part: read_json(folder / f"{part}.json") for part in PARTS if (folder / f"{part}.json").exists()}
+    if "ifeval" in parts and "degenerate" not in parts["ifeval"]:  # measured before the summary said it
+        parts["ifeval"].update(degeneracy(read_jsonl(folder / "ifeval_items.jsonl")))
+    return parts
 
 
 def model_row(k: int, parts: dict) -> dict:
@@ -85,6 +91,8 @@ def model_row(k: int, parts: dict) -> dict:
         "ifeval_prompt_loose": ifeval.get("prompt_loose"), "ifeval_inst_loose": ifeval.get("inst_loose"),
         "ifeval_prompt_strict": ifeval.get("prompt_strict"), "ifeval_n": ifeval.get("n"),
         "ifeval_mean_tokens": ifeval.get("mean_response_tokens"),
+        "ifeval_degenerate": ifeval.get("degenerate"),
+        "ifeval_prompt_loose_nondegenerate": ifeval.get("prompt_loose_nondegenerate"),
         "judge_accuracy": judge.get("accuracy"), "judge_ci_low": judge.get("ci_low"),
         "judge_ci_high": judge.get("ci_high"), "judge_n": judge.get("n"),
         "judge_picks_longer": judge.get("judge_picks_longer"),

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .combine import implicit_rule, judge_rule, mix_rule, verify_rule
+from ..text_stats import seq_rep_n
+from .combine import demote_loops, implicit_rule, judge_rule, mix_rule, verify_rule
 from .constraints import FAMILIES, HELD_OUT_FAMILIES, TRAIN_FAMILIES
 
 
@@ -83,5 +84,13 @@ def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.0
     return REWARD_SOURCES[source].rule(components, tie_break, weights or {})
 
 
+def rank_loops_last(reward, rewards: list[float | None], responses: list[str]) -> list[float | None]:
+    """A prompt's candidates' rewards with its loops (seq-rep-4 above a RewardConfig's `max_repetition`) ranked
+    below every other candidate (pure; `max_repetition` 1 leaves them as they are)."""
+    if reward.max_repetition >= 1:
+        return list(rewards)
+    return demote_loops(rewards, [seq_rep_n(r, 4) > reward.max_repetition for r in responses])
+
+
 __all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
-           "gather_components", "group_rewards", "mix_weights", "needed_components"]
+           "gather_components", "group_rewards", "mix_weights", "needed_components", "rank_loops_last"]

@@ -65,3 +65,14 @@ def mix_rule(components: list[dict], tie_break: float, weights: dict[str, float]
     if not weights:
         raise ValueError("the mix reward needs its weights (rewards.mix_weights of a RewardConfig)")
     return mixed(rows, weights)
+
+
+def demote_loops(rewards: Sequence[float | None], loops: Sequence[bool]) -> list[float | None]:
+    """The rewards with every looping candidate moved below every other candidate of the prompt, their order among
+    themselves kept (a loop is never chosen over an answer that is not, and is the first to be rejected); a missing
+    reward stays missing."""
+    present = [r for r in rewards if r is not None]
+    if not present or not any(loops):
+        return list(rewards)
+    shift = max(present) - min(present) + 1.0
+    return [None if r is None else (round(r - shift, 6) if loop else r) for r, loop in zip(rewards, loops)]

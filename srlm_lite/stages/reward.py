@@ -5,7 +5,7 @@ consistency weight C."""
 from __future__ import annotations
 
 from ..records import StageFile, group_by, read_jsonl, recorded_stage
-from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components
+from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components, rank_loops_last
 from ..rewards.signal import signal
 from . import judge as judge_stage
 from . import responses as responses_stage
@@ -32,8 +32,9 @@ def run(ctx) -> dict:
             if all(item["id"] in done for item in group):
                 continue
             components = [measure.components(item, judgments, needed) for item in group]
-            rewards = group_rewards(source.name, components, tie_break=reward.tie_break, weights=weights)
-            weight = measure.consistency(group, rewards) if reward.consistency else None
+            ranked = group_rewards(source.name, components, tie_break=reward.tie_break, weights=weights)
+            weight = measure.consistency(group, ranked) if reward.consistency else None  # the source's own ranking
+            rewards = rank_loops_last(reward, ranked, [item["response"] for item in group])
             for item, found, value in zip(group, components, rewards):
                 if item["id"] not in done:
                     stage.append(_record(item, found, value, weight))

@@ -9,6 +9,11 @@ length per iteration, and the signal check. Every step writes its file and is sk
     python tests/tools/reward_study.py --out /work/runs/rewards --only judge \
         --reuse judge=/work/runs/experiments/s4/sft-vs-dpo/arms/dpo   # its finished iterations linked, not rerun
 
+`verify+loops-last` is `verify` with today's default `[reward] max_repetition = 0.5`: a candidate whose word
+4-grams repeat more than half the time (a loop) is ranked below every other, so it is never chosen; the arms measured
+before that default existed say `--max-repetition 1`. The table counts IFEval passes both as IFEval does and without
+the answers that loop (greedy decoding at 135M loops often, and a loop can pass IFEval's checks by accident).
+
 The `mix` arm weighs the constraints met, the judge and (negatively) the answer's length, and leaves the implicit
 reward out: the signal checks found verify the only source with signal, the implicit reward inverted and the judge
 pulling toward length (the goal asks for answers no longer than M0's). `--reuse ARM=RUN` links the finished
@@ -27,13 +32,16 @@ from pathlib import Path
 
 DATA = Path(os.environ.get("SRLM_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
 IFEVAL, PAIRS = DATA / "ifeval" / "dev.jsonl", DATA / "alpaca_eval_prefs" / "dev.jsonl"
+# `--max-repetition 1`: the arms measured before loops were ranked last (their chosen answers could be loops)
 ARMS = {  # name -> iterate flags
-    "judge": ["--reward", "judge"],
+    "judge": ["--reward", "judge", "--max-repetition", "1"],
     "judge+consistency": ["--reward", "judge", "--consistency"],
     "implicit": ["--reward", "implicit"],
     "implicit+consistency": ["--reward", "implicit", "--consistency"],
-    "verify": ["--reward", "verify"],
-    "mix": ["--reward", "mix", "--mix-verify", "1", "--mix-judge", "0.5", "--mix-implicit", "0", "--mix-length", "-0.5"],
+    "verify": ["--reward", "verify", "--max-repetition", "1"],
+    "verify+loops-last": ["--reward", "verify"],
+    "mix": ["--reward", "mix", "--mix-verify", "1", "--mix-judge", "0.5", "--mix-implicit", "0", "--mix-length", "-0.5",
+            "--max-repetition", "1"],
 }
 # the same interpreter and flags (a frozen copy run with `python -S` and PYTHONPATH keeps its children on it too)
 CLI = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "srlm_lite"]
@@ -108,27 +116,33 @@ def study(root: Path, judge_mode: str | None, arms: list[str], seed: int, signal
 
 def table(root: Path) -> str:
     """The results as a markdown table (rows for the arms whose files exist)."""
-    from srlm_lite.evals.paired import paired_ifeval
+    from srlm_lite.evals.ifeval import degeneracy
+    from srlm_lite.evals.paired import NONDEGENERATE, paired_ifeval
     from srlm_lite.records import read_jsonl
     from srlm_lite.rewards.constraints import TRAIN_FAMILIES
 
     m0 = read_jsonl(root / "M0_ifeval_items.jsonl")
     lines = ["| arm | pairs/iter | IFEval prompt loose M3 (M0) | M3 - M0, seen families [95% CI] | M3 - M0, unseen "
-             "families [95% CI] | judge acc. M3 (M0) | IFEval answer tokens M3 (M0), at the limit | answer chars "
-             "per iteration |", "|---|---|---|---|---|---|---|---|"]
+             "families [95% CI] | loops not counted: M3 (M0), M3 - M0 [95% CI] | answers looping M3 (M0) | judge acc. "
+             "M3 (M0) | IFEval answer tokens M3 (M0), at the limit | answer chars per iteration |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    base_loops = degeneracy(m0)["degenerate"]
     base_judge = json.loads((root / "M0_judge.json").read_text())["accuracy"]
     base_ifeval = json.loads((root / "M0_ifeval.json").read_text())
     for name in ARMS:
         if not (root / f"{name}_judge.json").exists():
             continue
-        paired = paired_ifeval(read_jsonl(root / f"{name}_ifeval_items.jsonl"), m0, trained_families=TRAIN_FAMILIES)
+        items = read_jsonl(root / f"{name}_ifeval_items.jsonl")
+        paired = paired_ifeval(items, m0, trained_families=TRAIN_FAMILIES)
+        clean = paired_ifeval(items, m0, kind=NONDEGENERATE)["all"]
         runs = json.loads((root / f"{name}_run.json").read_text())["iterations"]
         judge = json.loads((root / f"{name}_judge.json").read_text())["accuracy"]
         ifeval = json.loads((root / f"{name}_ifeval.json").read_text())
         cell = lambda r: f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n={r['n']})"  # noqa: E731
         lines.append(f"| {name} | {'/'.join(str(i['pairs']) for i in runs)} | {paired['all']['a']:.1%} "
                      f"({paired['all']['b']:.1%}) | {cell(paired['seen'])} | {cell(paired['unseen'])} | "
-                     f"{judge:.1%} ({base_judge:.1%}) | {ifeval['mean_response_tokens']:.0f} "
+                     f"{clean['a']:.1%} ({clean['b']:.1%}), {cell(clean)} | {degeneracy(items)['degenerate']:.1%} "
+                     f"({base_loops:.1%}) | {judge:.1%} ({base_judge:.1%}) | {ifeval['mean_response_tokens']:.0f} "
                      f"({base_ifeval['mean_response_tokens']:.0f}), {ifeval['truncated']} ({base_ifeval['truncated']}) | "
                      f"{' -> '.join(str(round(i['mean_response_chars'])) for i in runs)} |")
     return "\n".join(lines)
