@@ -25,11 +25,12 @@ on (KL to M0, distinct-2, repetition, length, IFEval, the judge on labelled pair
 
 \b
 Wall time measured on an idle 2-core x86_64 CPU, no GPU: --quick sft-vs-dpo 7.2 min, anchor 6.3 min,
-judge-vs-generate 5.9 min. The full presets take hours (estimated from measured stage times: about 2.4, 7.5 and
-4 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
-measured so far with --report-only. The experiments overlap (the default loop is sft-vs-dpo's dpo arm,
-judge-vs-generate's arm and anchor's beta-0.1 arm): --reuse takes what another experiment already made (after a
-full sft-vs-dpo, about 3 hours for judge-vs-generate and 5 for anchor).
+judge-vs-generate 5.9 min. The full presets take hours (from the measured time of their steps here: about 1.8,
+5.6 and 2.2 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
+measured so far with --report-only; timeline.jsonl keeps the time of every finished step. The experiments overlap
+(the default loop is sft-vs-dpo's dpo arm, judge-vs-generate's arm and anchor's beta-0.1 arm): --reuse takes what
+another experiment already made (after a full sft-vs-dpo, about 1.8 hours for judge-vs-generate and 3.8 for
+anchor).
 """
 
 
@@ -100,6 +101,7 @@ def results_table(arms: dict[str, list[dict]]) -> Table:
     """One row per arm per model: the headline measures."""
     table = Table(title="experiment: every model, measured on data never trained on")
     columns = (("KL to M0", "kl_to_m0", "{:.2f}"), ("IFEval loose", "ifeval_prompt_loose", "{:.1%}"),
+               ("IFEval, no loop", "ifeval_prompt_loose_nondegenerate", "{:.1%}"),
                ("judge acc.", "judge_accuracy", "{:.1%}"), ("tokens", "mean_tokens", "{:.0f}"),
                ("distinct-2", "distinct_2", "{:.3f}"), ("repetition", "repetition", "{:.3f}"),
                ("Δlogp chosen", "delta_logp_chosen", "{:+.1f}"), ("Δlogp rejected", "delta_logp_rejected", "{:+.1f}"),

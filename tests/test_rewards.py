@@ -134,6 +134,8 @@ def test_reward_stage_never_chooses_a_loop(tmp_path):
     records = read_jsonl(tmp_path / "iter_1" / "rewards.jsonl")
     # judge 3, 1, 2: the loop had the best score and is now the worst (3 - (3 - 1 + 1) = 0)
     assert [r["score"] for r in records] == [0.0, 1.0, 2.0] and records[0]["components"] == {"judge": 3.0}
+    assert [r.get("loop", False) for r in records] == [True, False, False]
+    assert reward.summarize(records, 1.0)["loops_ranked_last"] == 1
 
 
 def _reward_ctx(tmp_path, source: str, *, t: int = 1, consistency: bool = False, init: str = "", **settings):

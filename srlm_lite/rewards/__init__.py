@@ -84,13 +84,16 @@ def group_rewards(source: str, components: list[dict], *, tie_break: float = 0.0
     return REWARD_SOURCES[source].rule(components, tie_break, weights or {})
 
 
+def looping(reward, responses: list[str]) -> list[bool]:
+    """Which responses are loops under a RewardConfig: seq-rep-4 above `max_repetition` (none when it is 1)."""
+    return [reward.max_repetition < 1 and seq_rep_n(r, 4) > reward.max_repetition for r in responses]
+
+
 def rank_loops_last(reward, rewards: list[float | None], responses: list[str]) -> list[float | None]:
-    """A prompt's candidates' rewards with its loops (seq-rep-4 above a RewardConfig's `max_repetition`) ranked
-    below every other candidate (pure; `max_repetition` 1 leaves them as they are)."""
-    if reward.max_repetition >= 1:
-        return list(rewards)
-    return demote_loops(rewards, [seq_rep_n(r, 4) > reward.max_repetition for r in responses])
+    """A prompt's candidates' rewards with its loops (`looping`) ranked below every other candidate (pure)."""
+    return demote_loops(rewards, looping(reward, responses))
 
 
 __all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "REWARD_SOURCES", "RewardSource", "SOURCES", "TRAIN_FAMILIES",
-           "gather_components", "group_rewards", "mix_weights", "needed_components", "rank_loops_last"]
+           "gather_components", "group_rewards", "mix_weights", "looping", "needed_components",
+           "rank_loops_last"]

@@ -5,7 +5,8 @@ consistency weight C."""
 from __future__ import annotations
 
 from ..records import StageFile, group_by, read_jsonl, recorded_stage
-from ..rewards import REWARD_SOURCES, group_rewards, mix_weights, needed_components, rank_loops_last
+from ..rewards import REWARD_SOURCES, group_rewards, looping, mix_weights, needed_components
+from ..rewards.combine import demote_loops
 from ..rewards.signal import signal
 from . import judge as judge_stage
 from . import responses as responses_stage
@@ -34,10 +35,10 @@ def run(ctx) -> dict:
             components = [measure.components(item, judgments, needed) for item in group]
             ranked = group_rewards(source.name, components, tie_break=reward.tie_break, weights=weights)
             weight = measure.consistency(group, ranked) if reward.consistency else None  # the source's own ranking
-            rewards = rank_loops_last(reward, ranked, [item["response"] for item in group])
-            for item, found, value in zip(group, components, rewards):
+            loops = looping(reward, [item["response"] for item in group])
+            for item, found, value, loop in zip(group, components, demote_loops(ranked, loops), loops):
                 if item["id"] not in done:
-                    stage.append(_record(item, found, value, weight))
+                    stage.append(_record(item, found, value, weight, loop))
             if ctx.hooks.progress:
                 ctx.hooks.progress("reward", finished, len(groups))
         return [item["id"] for item in candidates]
@@ -59,10 +60,12 @@ def run_signal(candidates: list[dict], records: dict[str, dict]) -> dict:
     return signal([[figures(item) for item in group] for group in group_by(candidates).values()])
 
 
-def _record(item: dict, components: dict, score: float | None, weight: float | None) -> dict:
+def _record(item: dict, components: dict, score: float | None, weight: float | None, loop: bool) -> dict:
     record = {"id": item["id"], "prompt_id": item["prompt_id"], "score": score, "components": components}
     if weight is not None:
         record["consistency"] = weight
+    if loop:
+        record["loop"] = True  # ranked below the prompt's other candidates ([reward] max_repetition)
     return record
 
 
@@ -78,5 +81,6 @@ def summarize(records: list[dict], seconds: float) -> dict:
         "constraints_met": round(sum(sum(m) for m in constrained) / max(1, sum(len(m) for m in constrained)), 4)
         if constrained else None,
         "mean_consistency": round(sum(weights.values()) / len(weights), 4) if weights else None,
+        "loops_ranked_last": sum(bool(r.get("loop")) for r in records),
         "seconds": round(seconds, 2),
     }
