@@ -199,6 +199,7 @@ def iteration_summary(t: int, stats: dict, seconds: dict) -> dict:
         "pairs_held_out": tra.get("pairs_held_out", 0),
         "reward_source": stats.get("reward", {}).get("source"),
         "reward_signal": stats.get("reward", {}).get("signal"),
+        "loops_ranked_last": stats.get("reward", {}).get("loops_ranked_last"),
         "mean_response_chars": res["mean_response_chars"],
         "mean_response_tokens": res["mean_response_tokens"],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},

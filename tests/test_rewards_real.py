@@ -52,6 +52,10 @@ def test_mix_reward_on_a_real_run(tmp_path, real_model_path):
         assert all({"judge", "implicit", "met"} <= r["components"].keys() for r in rewards)
         assert all(0 <= r["components"]["judge"] <= 5 for r in rewards if r["components"]["judge"] is not None)
         assert summary["pairs"] > 0 and summary["pairs_held_out"] >= 0 and summary["online_loss"] is not None
+        loops = [r for r in rewards if r.get("loop")]  # ranked last by default: never a pair's chosen answer
+        assert summary["loops_ranked_last"] == len(loops)
+        chosen = {p["chosen_id"] for p in read_jsonl(run / f"iter_{t}" / "pairs.jsonl")}
+        assert not chosen & {r["id"] for r in loops}
 
 
 def test_implicit_reward_with_consistency_on_a_real_run(tmp_path, real_model_path):
@@ -87,7 +91,7 @@ def test_signal_check_of_a_length_only_mix_ranks_shortest_first(tmp_path, real_m
         pytest.skip("../shared/data is not beside the project")
     # the mix weights as flags: only the length weighed (negative), so the reward orders candidates shortest first
     done = _cli("eval", "reward", "--reward", "mix", "--mix-judge", "0", "--mix-implicit", "0", "--mix-verify", "0",
-                "--mix-length", "-1", "--prompts", str(DATA / "ifeval" / "dev.jsonl"), "--limit", "2",
+                "--mix-length", "-1", "--max-repetition", "1", "--prompts", str(DATA / "ifeval" / "dev.jsonl"), "--limit", "2",
                 "--samples", "3", "--max-tokens", "24", "--out", str(tmp_path / "items.jsonl"), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])

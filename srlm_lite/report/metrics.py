@@ -132,6 +132,7 @@ def iteration_row(it: Iteration) -> dict:
         "pairs_held_out": ts.get("pairs_held_out"),
         "reward_source": summary.get("reward_source"),
         "reward_signal": summary.get("reward_signal") or {},
+        "loops_ranked_last": summary.get("loops_ranked_last"),
         "train_steps": len(log),
         "mean_response_chars": mean([len(r.get("response", "")) for r in res]),
         "mean_response_tokens": mean([r["n_tokens"] for r in res if "n_tokens" in r]),

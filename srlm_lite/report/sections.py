@@ -143,15 +143,17 @@ def reward_section(doc: Doc, rows: list[dict]) -> None:
         return
     doc.h(2, "The reward's signal")
     doc.table(["iteration", "source", "ties", "mean best-worst gap", "Spearman with length",
-               "constraints met: best / random / worst of N"],
+               "constraints met: best / random / worst of N", "loops ranked last"],
               [[r["iteration"], r.get("reward_source") or "judge", fmt(s.get("ties")), fmt(s.get("mean_gap")),
                 fmt(s.get("length_spearman"), ".2"),
                 "-" if s.get("best_of_n") is None else
-                f"{fmt(s['best_of_n'], '%')} / {fmt(s['random_of_n'], '%')} / {fmt(s['worst_of_n'], '%')}"]
+                f"{fmt(s['best_of_n'], '%')} / {fmt(s['random_of_n'], '%')} / {fmt(s['worst_of_n'], '%')}",
+                fmt(r.get("loops_ranked_last"))]
                for r in rows for s in [r.get("reward_signal") or {}]])
     doc.p("A reward that carries signal ranks candidates that meet more of their prompt's verifiable constraints "
           "higher (best > random > worst; only prompts with constraints count); a Spearman correlation with length "
-          "near 1 means the reward is mostly length.")
+          "near 1 means the reward is mostly length. Loops (candidates whose word 4-grams repeat more than "
+          "[reward] max_repetition of the time) are ranked below the rest of their prompt, never chosen.")
 
 
 def lengths_section(doc: Doc, its: list[Iteration], rows: list[dict], out: Path) -> list[Path]:
