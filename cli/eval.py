@@ -360,14 +360,15 @@ def reward_command(prompts_file, pairs_file, source, judge_mode, samples, max_to
 def paired_command(items_a, items_b, trained_families, as_json):
     """Paired statistics of two models on the same items: the per-item files of `eval ifeval|judge --out` or of
     `iterate --eval` (iter_K/eval_ifeval_items.jsonl, evals/ifeval_M0_items.jsonl). Difference A - B, its 95%
-    paired-bootstrap interval, McNemar's test."""
-    from srlm_lite.evals.paired import paired_ifeval, paired_judge
+    paired-bootstrap interval, McNemar's test. IFEval also counted without loops (`no_loop`: a pass by an answer
+    whose word 4-grams repeat more than half the time is not counted)."""
+    from srlm_lite.evals.paired import paired_ifeval_all, paired_judge
     from srlm_lite.records import read_jsonl
 
     a, b = read_jsonl(items_a), read_jsonl(items_b)
     if a and "loose" in a[0]:
         families = [f.strip() for f in trained_families.split(",")] if trained_families else None
-        result = {"kind": "ifeval", **paired_ifeval(a, b, trained_families=families)}
+        result = {"kind": "ifeval", **paired_ifeval_all(a, b, trained_families=families)}
     elif a and "credit" in a[0]:
         result = {"kind": "judge", "all": paired_judge(a, b)}
     else:

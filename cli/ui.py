@@ -107,7 +107,8 @@ def summary_table(iterations: list[dict]) -> Table:
 def eval_table(evals: dict[str, dict]) -> Table:
     """`iterate --eval` results: one row per model M_k, the headline figure of each evaluation."""
     table = Table(title="evaluations (files in the run directory)")
-    for name in ("model", "judge accuracy", "IFEval prompt strict / loose", "h2h vs M0: W-T-L, win rate"):
+    for name in ("model", "judge accuracy", "IFEval prompt strict / loose", "IFEval counting no loop (looping)",
+                 "h2h vs M0: W-T-L, win rate"):
         table.add_column(name, justify="right")
     for model, results in evals.items():
         judge, ifeval, h2h = (results.get(k) or {} for k in ("judge", "ifeval", "h2h"))
@@ -115,6 +116,8 @@ def eval_table(evals: dict[str, dict]) -> Table:
             model,
             f"{judge['accuracy']:.1%} (n={judge['n']})" if judge.get("accuracy") is not None else "-",
             f"{ifeval['prompt_strict']:.1%} / {ifeval['prompt_loose']:.1%}" if ifeval.get("n") else "-",
+            f"{ifeval['prompt_loose_nondegenerate']:.1%} ({ifeval['degenerate']:.1%})"
+            if ifeval.get("prompt_loose_nondegenerate") is not None else "-",
             f"{h2h['wins']}-{h2h['ties']}-{h2h['losses']}, {h2h['win_rate']:.1%}" if h2h.get("n") else "-",
         )
     return table

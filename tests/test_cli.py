@@ -56,6 +56,21 @@ def test_misuse_is_refused(tmp_path):
     _refused(["judge", "--run", str(tmp_path / "run")], 2, "config.toml")
 
 
+def test_iterate_eval_table_shows_ifeval_counting_no_loop():
+    from rich.console import Console
+
+    from srlm_lite.cli.ui import eval_table
+
+    evals = {"M0": {"ifeval": {"n": 271, "prompt_strict": 0.2, "prompt_loose": 0.221,
+                               "prompt_loose_nondegenerate": 0.137, "degenerate": 0.373}},
+             "M1": {"ifeval": {"n": 271, "prompt_strict": 0.2, "prompt_loose": 0.221}}}  # from before the field
+    console = Console(width=200, record=True)
+    console.print(eval_table(evals))
+    text = console.export_text()
+    assert "IFEval counting no loop (looping)" in text and "13.7% (37.3%)" in text
+    assert text.count("22.1%") == 2
+
+
 def test_eval_paired_compares_two_item_files(tmp_path):
     import json
 
@@ -78,5 +93,6 @@ def test_eval_paired_compares_two_item_files(tmp_path):
     assert (found["all"]["a_only"], found["all"]["b_only"]) == (2, 0)
     assert found["seen"]["n"] == 3 and found["unseen"]["n"] == 3
     assert found["seen"]["difference"] == pytest.approx(1 / 3, abs=1e-3)
+    assert "no_loop" not in found  # these items carry no answers to look for loops in
     bad = CliRunner().invoke(cli, ["eval", "paired", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")[:-6] + "x"])
     assert bad.exit_code == 2

@@ -101,6 +101,9 @@ def test_iterate_eval_writes_each_models_evaluations(small_run):
     assert result["evals"]["M1"]["judge"]["n"] == 2 and result["evals"]["M2"]["h2h"]["n"] == 2
     assert (run / "evals" / "judge_M0.json").exists() and (run / "iter_2" / "eval_ifeval.json").exists()
     assert read_json(run / "iter_1" / "eval_h2h.json")["b"] == "M0"
+    ifeval = result["evals"]["M2"]["ifeval"]
+    assert ifeval["paired_vs_M0"]["n"] == 2 and ifeval["paired_vs_M0_no_loop"]["n"] == 2
+    assert ifeval["prompt_loose_nondegenerate"] <= ifeval["prompt_loose"]
 
 
 def test_iteration_2_sampled_from_the_model_trained_in_iteration_1(small_run, real_model_path):

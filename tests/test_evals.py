@@ -391,6 +391,8 @@ def test_scheduled_evals_write_into_the_run_and_resume(monkeypatch, tmp_path):
     assert set(m1) == {"judge", "ifeval", "h2h"} and m1["judge"]["n"] == 3 and m1["h2h"]["n"] == 3
     assert (run / "evals" / "judge_M0.json").exists() and (run / "iter_1" / "eval_h2h.json").exists()
     assert len((run / "iter_1" / "eval_judge_items.jsonl").read_text().splitlines()) == 3
+    paired = m1["ifeval"]["paired_vs_M0"], m1["ifeval"]["paired_vs_M0_no_loop"]  # M1 vs M0, and counting no loop
+    assert all(p["n"] == 3 for p in paired) and m1["ifeval"]["degenerate"] is not None
     count = len(opened)
     assert evaluate_model(run, config, 1, say=lambda m: None) == m1 and len(opened) == count  # resumed: no rerun
     series = eval_series(find_evals(run, [1]))

@@ -146,7 +146,7 @@ def test_paired_ifeval_splits_seen_and_unseen_families():
 
 def test_ifeval_counts_loops_and_the_passes_they_make():
     from srlm_lite.evals.ifeval import degeneracy
-    from srlm_lite.evals.paired import NONDEGENERATE, paired_ifeval
+    from srlm_lite.evals.paired import NONDEGENERATE, paired_ifeval, paired_ifeval_all
 
     loop = "no commas here " * 10  # 30 words, 27 4-grams of which 3 distinct: seq-rep-4 = 8/9
     items = [{"key": 1, "response": loop, "loose": [True], "instruction_id_list": ["x:y"]},
@@ -158,6 +158,10 @@ def test_ifeval_counts_loops_and_the_passes_they_make():
     base = [{**item, "response": "plain words only"} for item in items]
     assert paired_ifeval(items, base)["all"]["difference"] == 0  # the loop passes as IFEval counts it...
     assert paired_ifeval(items, base, kind=NONDEGENERATE)["all"]["difference"] == -0.3333  # ...not here
+    shown = paired_ifeval_all(items, base)  # what eval paired and iterate --eval show: both
+    assert shown["all"]["difference"] == 0 and shown["no_loop"]["difference"] == -0.3333
+    assert shown["no_loop"]["a_only"] == 0 and shown["no_loop"]["b_only"] == 1
+    assert "no_loop" not in paired_ifeval_all([{k: v for k, v in i.items() if k != "response"} for i in items], base)
 
 
 def test_paired_generate_compares_the_share_of_candidates_passing_per_prompt():

@@ -40,6 +40,16 @@ def paired_ifeval(items_a: Sequence[dict], items_b: Sequence[dict], *, kind: str
     return out
 
 
+def paired_ifeval_all(items_a: Sequence[dict], items_b: Sequence[dict], *,
+                      trained_families: Sequence[str] | None = None) -> dict:
+    """What `eval paired` and `iterate --eval` show for IFEval: `paired_ifeval` at loose level (all, seen, unseen)
+    and, where the items carry their answers, `no_loop`: passes counted only by answers that are not loops."""
+    out = paired_ifeval(items_a, items_b, trained_families=trained_families)
+    if all("response" in item for item in (*items_a, *items_b)):
+        out["no_loop"] = paired_ifeval(items_a, items_b, kind=NONDEGENERATE)["all"]
+    return out
+
+
 def _compare(both: list[tuple[dict, dict]], kind: str) -> dict:
     a = [prompt_passes(x, kind) for x, _ in both]
     b = [prompt_passes(y, kind) for _, y in both]

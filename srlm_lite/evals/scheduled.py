@@ -66,9 +66,10 @@ def items_path(result: Path) -> Path:
 
 def paired_vs_m0(run_dir: Path, kind: str, items: list[dict], config: RunConfig) -> dict | None:
     """M_k against M0 on the same items, where M0 was evaluated: the paired difference and its interval (IFEval:
-    also split by the constraint families a verify reward trained on, and those it never saw)."""
+    also split by the constraint families a verify reward trained on, and those it never saw, and counted without
+    loops)."""
     from ..rewards.constraints import parse_families
-    from .paired import paired_ifeval, paired_judge
+    from .paired import paired_ifeval_all, paired_judge
 
     baseline = items_path(result_path(run_dir, kind, 0))
     if kind == "h2h" or not baseline.exists():
@@ -76,18 +77,21 @@ def paired_vs_m0(run_dir: Path, kind: str, items: list[dict], config: RunConfig)
     m0 = read_jsonl(baseline)
     if kind == "judge":
         return paired_judge(items, m0)
-    return paired_ifeval(items, m0, trained_families=parse_families(config.reward.verify_families))
+    return paired_ifeval_all(items, m0, trained_families=parse_families(config.reward.verify_families))
 
 
 def headline(kind: str, summary: dict) -> dict:
     """The figures `iterate --json` shows for one evaluation (the full summary stays in its file)."""
     keys = {"judge": ("n", "accuracy", "ci_low", "ci_high", "parse_rate", "ties"),
-            "ifeval": ("n", "prompt_strict", "prompt_loose", "inst_strict", "inst_loose"),
+            "ifeval": ("n", "prompt_strict", "prompt_loose", "inst_strict", "inst_loose", "prompt_loose_nondegenerate",
+                       "degenerate"),
             "h2h": ("n", "wins", "ties", "losses", "win_rate", "ci_low", "ci_high", "mean_chars_a", "mean_chars_b")}
     found = {key: summary.get(key) for key in keys[kind]}
     paired = summary.get("paired_vs_M0")
     if paired:
         found["paired_vs_M0"] = paired.get("all", paired)
+        if paired.get("no_loop"):
+            found["paired_vs_M0_no_loop"] = paired["no_loop"]
     return found
 
 
