@@ -35,11 +35,13 @@ IFEVAL, PAIRS = DATA / "ifeval" / "dev.jsonl", DATA / "alpaca_eval_prefs" / "dev
 # `--max-repetition 1`: the arms measured before loops were ranked last (their chosen answers could be loops)
 ARMS = {  # name -> iterate flags
     "judge": ["--reward", "judge", "--max-repetition", "1"],
-    "judge+consistency": ["--reward", "judge", "--consistency"],
+    "judge+consistency": ["--reward", "judge", "--consistency", "--max-repetition", "1"],  # paired with `judge`
     "implicit": ["--reward", "implicit"],
     "implicit+consistency": ["--reward", "implicit", "--consistency"],
     "verify": ["--reward", "verify", "--max-repetition", "1"],
     "verify+loops-last": ["--reward", "verify"],
+    # NLL on the chosen answer beside DPO's push (iterative RPO), against the displaced chosen answers seen in `mix`
+    "verify+loops-last+rpo": ["--reward", "verify", "--loss", "rpo"],
     "mix": ["--reward", "mix", "--mix-verify", "1", "--mix-judge", "0.5", "--mix-implicit", "0", "--mix-length", "-0.5",
             "--max-repetition", "1"],
 }
