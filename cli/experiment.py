@@ -29,8 +29,8 @@ judge-vs-generate 5.9 min. The full presets take hours (from the measured time o
 5.6 and 2.2 hours; docs/experiments.md): stop them at any point, continue with the same command, and see what is
 measured so far with --report-only; timeline.jsonl keeps the time of every finished step. The experiments overlap
 (the default loop is sft-vs-dpo's dpo arm, judge-vs-generate's arm and anchor's beta-0.1 arm): --reuse takes what
-another experiment already made (after a full sft-vs-dpo, about 1.8 hours for judge-vs-generate and 3.8 for
-anchor).
+another experiment already made (after a full sft-vs-dpo, about 1.8 hours for judge-vs-generate and, measured, 3.1
+for anchor).
 """
 
 
