@@ -119,7 +119,7 @@ def study(root: Path, judge_mode: str | None, arms: list[str], seed: int, signal
 def table(root: Path) -> str:
     """The results as a markdown table (rows for the arms whose files exist)."""
     from srlm_lite.evals.ifeval import degeneracy
-    from srlm_lite.evals.paired import NONDEGENERATE, paired_ifeval
+    from srlm_lite.evals.paired import paired_ifeval_all
     from srlm_lite.records import read_jsonl
     from srlm_lite.rewards.constraints import TRAIN_FAMILIES
 
@@ -135,8 +135,8 @@ def table(root: Path) -> str:
         if not (root / f"{name}_judge.json").exists():
             continue
         items = read_jsonl(root / f"{name}_ifeval_items.jsonl")
-        paired = paired_ifeval(items, m0, trained_families=TRAIN_FAMILIES)
-        clean = paired_ifeval(items, m0, kind=NONDEGENERATE)["all"]
+        paired = paired_ifeval_all(items, m0, trained_families=TRAIN_FAMILIES)
+        clean = paired["no_loop"]
         runs = json.loads((root / f"{name}_run.json").read_text())["iterations"]
         judge = json.loads((root / f"{name}_judge.json").read_text())["accuracy"]
         ifeval = json.loads((root / f"{name}_ifeval.json").read_text())
